@@ -54,21 +54,23 @@ struct DiskSuper {
   uint32_t chunk_blocks;      // blocks per inode-table chunk (its bitmap block included)
   uint32_t inodes_per_chunk;  // inode slots per chunk
   uint64_t root_ino;          // inode number of the root directory
-  uint64_t orphan_head;       // first inode of the orphan list; 0: empty (journaled)
+  uint64_t orphan_start;      // block; orphan table (inodes to finish at mount)
   uint64_t devdax_align;      // bytes; mapping alignment the device needs (4096: none)
   int64_t mkfs_time_ns;       // ns since the epoch
   uint32_t state;             // kStateClean or kStateMounted
   uint32_t mount_count;       // mounts since mkfs
   uint8_t uuid[16];
   char label[32];             // NUL-padded
-  uint8_t reserved[80];
+  uint64_t orphan_blocks;     // blocks of the orphan table
+  uint8_t reserved[64];
 };
 static_assert(sizeof(DiskSuper) == 256);
 static_assert(offsetof(DiskSuper, crc) == 8);
 static_assert(offsetof(DiskSuper, block_count) == 32);
-static_assert(offsetof(DiskSuper, orphan_head) == 112);
-static_assert(offsetof(DiskSuper, state) == 136);
-static_assert(offsetof(DiskSuper, uuid) == 144);
+static_assert(offsetof(DiskSuper, orphan_start) == 104);
+static_assert(offsetof(DiskSuper, orphan_blocks) == 184);
+static_assert(offsetof(DiskSuper, state) == 128);
+static_assert(offsetof(DiskSuper, uuid) == 136);
 
 // Journal header: first block of the journal, two copies (slot 0 at offset 0, slot 1 at
 // offset 64); the valid one with the higher checkpoint count wins, so a torn header write
@@ -159,7 +161,7 @@ inline constexpr uint32_t kInlineXattrBytes = 40;
 inline constexpr uint32_t kInodeDax = 1u << 0;         // DAX data path (FS_XFLAG_DAX)
 inline constexpr uint32_t kInodeInlineData = 1u << 1;  // symlink target in map.data
 inline constexpr uint32_t kInodeChained = 1u << 2;     // extents in a leaf chain
-inline constexpr uint32_t kInodeOrphan = 1u << 3;      // on the orphan list
+inline constexpr uint32_t kInodeOrphan = 1u << 3;      // in the orphan table
 inline constexpr uint32_t kInodeFlagsKnown = 0xf;
 
 struct DiskInode {
@@ -179,7 +181,7 @@ struct DiskInode {
   int64_t btime_ns;
   uint64_t parent;            // directories: inode number of the parent
   uint64_t xattr_block;       // block of out-of-line xattrs; 0: none
-  uint64_t orphan_next;       // next inode on the orphan list; 0: end
+  uint64_t orphan_slot;       // flags & kInodeOrphan: orphan table slot + 1
   uint64_t entries;           // directories: live entries (not "." or "..")
   uint16_t nextents;          // extents in the map (inline or chained)
   uint16_t xattr_inline_len;  // bytes used in xattr_inline
@@ -227,7 +229,7 @@ struct DiskDirHeader {
 };
 static_assert(sizeof(DiskDirHeader) == 32);
 
-struct DiskDirent {
+struct __attribute__((packed)) DiskDirent {  // records start 8-aligned
   uint64_t ino;               // 0: free record
   uint16_t rec_len;           // bytes to the next record; multiple of 8
   uint8_t name_len;           // bytes of name, no NUL
@@ -259,6 +261,18 @@ struct DiskXattrEntry {
 };  // followed by name, then value
 static_assert(sizeof(DiskXattrEntry) == 4);
 inline constexpr uint32_t kXattrBlockBytes = kBlockSize - sizeof(DiskXattrHeader);
+
+// Orphan table: slots naming inodes whose blocks must be freed at the next mount if the
+// daemon stops first: unlinked while open (nlink 0), or a truncate split over several
+// transactions. A slot is all zeros when free.
+struct DiskOrphanSlot {
+  uint64_t ino;               // 0: free
+  uint32_t crc;               // crc32c of {ino, slot index}
+  uint32_t reserved;
+};
+static_assert(sizeof(DiskOrphanSlot) == 16);
+inline constexpr uint64_t kOrphanSlotsPerBlock = kBlockSize / sizeof(DiskOrphanSlot);
+inline constexpr uint64_t kOrphanBlocks = 64;  // 16384 slots
 
 inline constexpr uint64_t kMinBlocks = 4096;       // 16 MiB
 inline constexpr uint64_t kMaxFileBlocks = 1ull << 32;  // 16 TiB with u32 lblk

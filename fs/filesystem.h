@@ -1,0 +1,235 @@
+// fs/filesystem.h: the filesystem facade. No FUSE types: calls take inode numbers and
+// names and return Results; the daemon turns them into replies.
+//
+// Lookup-count contract: every call that returns an Attr for a directory entry (lookup,
+// mknod, mkdir, symlink, link, and readdir with plus = true) adds one kernel reference to
+// that inode; forget(ino, n) removes n. open() adds an open reference, release() removes
+// it. The in-memory inode dies when both reach zero; its blocks are freed only when, in
+// addition, nlink == 0. An inode unlinked while referenced sits in the orphan table, so a
+// crash before its last release is finished at the next mount.
+//
+// Threading: all calls are thread-safe. Lock order: ns_mu_ (namespace changes) ->
+// Inode::mu (several: only under ns_mu_ held exclusively) -> icache_mu_ / orphan_mu_ /
+// InodeTable / Space (leaves) -> Journal.
+#pragma once
+
+#include <sys/uio.h>
+
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <shared_mutex>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <vector>
+
+#include "fs/bmap.h"
+#include "fs/dir.h"
+#include "fs/format.h"
+#include "fs/itable.h"
+#include "fs/journal.h"
+#include "fs/space.h"
+#include "fs/xattr.h"
+#include "mm/region.h"
+
+namespace pmemfuse::fs {
+
+inline constexpr uint32_t kMaxLinks = 65000;  // as ext4
+inline constexpr uint32_t kMaxSymlinkLen = 4095;
+
+struct Attr {
+  uint64_t ino = 0;
+  uint32_t generation = 0;
+  uint32_t mode = 0;
+  uint32_t nlink = 0;
+  uint32_t uid = 0;
+  uint32_t gid = 0;
+  uint32_t rdev = 0;
+  uint64_t size = 0;
+  uint64_t blocks = 0;  // 4 KiB blocks
+  int64_t atime_ns = 0;
+  int64_t mtime_ns = 0;
+  int64_t ctime_ns = 0;
+  int64_t btime_ns = 0;
+};
+
+struct Caller {
+  uint32_t uid = 0;
+  uint32_t gid = 0;
+};
+
+struct SetAttr {
+  enum class Time { kKeep, kNow, kSet };
+  std::optional<uint32_t> mode;  // permission bits; the type is kept
+  std::optional<uint32_t> uid;
+  std::optional<uint32_t> gid;
+  std::optional<uint64_t> size;
+  Time atime = Time::kKeep;
+  Time mtime = Time::kKeep;
+  int64_t atime_ns = 0;
+  int64_t mtime_ns = 0;
+};
+
+struct StatFs {
+  uint64_t blocks = 0;
+  uint64_t bfree = 0;
+  uint64_t files = 0;
+  uint64_t ffree = 0;
+};
+
+struct XattrFlags {
+  bool create = false;   // fail with kExists if present
+  bool replace = false;  // fail with kNoData if absent
+};
+
+struct MountOptions {
+  bool read_only = false;
+};
+
+struct FsInfo {
+  bool read_only = false;
+  uint64_t replayed = 0;         // journal transactions replayed at mount
+  uint64_t orphans_reclaimed = 0;  // orphans finished at mount
+};
+
+class Filesystem {
+ public:
+  static Result<std::unique_ptr<Filesystem>> mount(mm::Region region, const MountOptions& o);
+  ~Filesystem();
+  // Writes dirty inodes and marks the image clean. Called by the destructor if needed.
+  Status unmount();
+  const FsInfo& info() const { return info_; }
+  const mm::Region& region() const { return region_; }
+
+  Result<Attr> lookup(uint64_t parent, std::string_view name);
+  void forget(uint64_t ino, uint64_t n);
+  Result<Attr> getattr(uint64_t ino);
+  Result<Attr> setattr(uint64_t ino, const SetAttr& s);
+
+  Result<Attr> mknod(uint64_t parent, std::string_view name, uint32_t mode, uint32_t rdev,
+                     const Caller& c);
+  Result<Attr> mkdir(uint64_t parent, std::string_view name, uint32_t mode, const Caller& c);
+  Result<Attr> symlink(uint64_t parent, std::string_view name, std::string_view target,
+                       const Caller& c);
+  Result<Attr> link(uint64_t ino, uint64_t parent, std::string_view name);
+  Status unlink(uint64_t parent, std::string_view name);
+  Status rmdir(uint64_t parent, std::string_view name);
+  // flags: 0, kRenameNoReplace or kRenameExchange.
+  static constexpr uint32_t kRenameNoReplace = 1;
+  static constexpr uint32_t kRenameExchange = 2;
+  Status rename(uint64_t parent, std::string_view name, uint64_t newparent,
+                std::string_view newname, uint32_t flags);
+  Result<std::string> readlink(uint64_t ino);
+
+  Status open(uint64_t ino);
+  void release(uint64_t ino);
+  // Calls sink once with the pieces of [off, off + size) clipped at EOF: pointers into
+  // the media, and zeros for holes. The inode stays locked during the call.
+  Status read(uint64_t ino, uint64_t off, uint64_t size,
+              const std::function<void(const struct iovec*, int)>& sink);
+  Result<uint64_t> write(uint64_t ino, uint64_t off, const void* data, uint64_t size);
+  Status fsync(uint64_t ino, bool datasync);
+  Status syncfs();
+
+  // Lists entries from cookie (0: start); "." and ".." come first. fn returns false when
+  // it cannot take the entry (it is then not counted). With plus, attr is filled and a
+  // kernel reference added for every entry other than "." and "..".
+  using DirFiller = std::function<bool(std::string_view name, const Attr& attr, uint64_t next)>;
+  Status readdir(uint64_t ino, uint64_t cookie, bool plus, const DirFiller& fn);
+
+  Result<std::string> getxattr(uint64_t ino, std::string_view name);
+  Result<std::vector<std::string>> listxattr(uint64_t ino);
+  Status setxattr(uint64_t ino, std::string_view name, std::string_view value, XattrFlags f);
+  Status removexattr(uint64_t ino, std::string_view name);
+
+  Result<StatFs> statfs();
+
+ private:
+  struct Inode {
+    explicit Inode(uint64_t n) : ino(n) {}
+    const uint64_t ino;
+    std::shared_mutex mu;  // guards d, map, dir, times_dirty
+    DiskInode d{};
+    ExtentMap map;
+    std::unique_ptr<Directory> dir;
+    bool times_dirty = false;
+    uint64_t kernel_refs = 0;  // guarded by icache_mu_
+    uint64_t opens = 0;        // guarded by icache_mu_
+    bool dropping = false;     // guarded by icache_mu_
+  };
+  using InodeRef = std::shared_ptr<Inode>;
+  struct Segment {  // a run of file blocks on media
+    uint64_t lblk, len, pblk;
+    bool fresh;     // newly allocated or unwritten: parts not written must be zeroed
+    bool allocated;  // newly allocated by this write
+  };
+
+  Filesystem(mm::Region region, const DiskSuper& sb, bool read_only);
+  Status open_components();
+  Status load_orphans();
+  Status finish_orphans();
+
+  // inode cache and lifetime (filesystem.cc)
+  Result<InodeRef> get(uint64_t ino);
+  void pin_kernel(const InodeRef& i);
+  bool claim_unused(const InodeRef& i);
+  void drop(const InodeRef& i);
+  void maybe_drop(const InodeRef& i);
+  Status reclaim_locked(Inode& i);
+  Status flush_times_locked(Inode& i);
+  Attr attr_of(const Inode& i) const;
+  Status writable() const;
+  int64_t now() const;
+  void write_super(Tx& tx);
+  void write_inode(Tx& tx, Inode& i);
+  Status orphan_add(Tx& tx, Inode& i);
+  void orphan_remove(Tx& tx, Inode& i);
+  Status commit(Tx& tx);
+
+  // namespace (namespace.cc)
+  Result<Attr> create_node(uint64_t parent, std::string_view name, uint32_t mode, uint32_t rdev,
+                           const Caller& c, std::string_view symlink_target);
+  Status remove_entry(uint64_t parent, std::string_view name, bool want_dir);
+  Status unlinked_locked(Tx& tx, const InodeRef& victim);
+  Status after_unlink(const InodeRef& victim);
+  Result<bool> is_ancestor(uint64_t anc, uint64_t ino);
+  Status store_symlink(Tx& tx, Inode& i, std::string_view target);
+
+  // data (data.cc)
+  Result<std::vector<Segment>> map_for_write(Tx& tx, Inode& i, uint64_t lo, uint64_t hi);
+  Status truncate_locked(Inode& i, uint64_t size, int64_t now);
+  Status trim_locked(Inode& i, uint64_t from_lblk, Tx& first, bool keep_orphan);
+  Status rollback_locked(Inode& i, const DiskInode& saved);
+
+  mm::Region region_;
+  DiskSuper sb_;      // guarded by ns_mu_ for writes after mount
+  bool read_only_;
+  FsInfo info_;
+  std::unique_ptr<Journal> journal_;
+  std::unique_ptr<Space> space_;
+  std::unique_ptr<InodeTable> itable_;
+  std::atomic<bool> failed_{false};  // a commit failed: refuse all further changes
+  bool unmounted_ = false;
+
+  std::shared_mutex ns_mu_;  // exclusive for namespace changes; taken before any Inode::mu
+  std::mutex icache_mu_;
+  std::unordered_map<uint64_t, InodeRef> icache_;  // guarded by icache_mu_
+  std::mutex orphan_mu_;
+  std::vector<uint64_t> free_orphan_slots_;  // guarded by orphan_mu_
+  std::vector<std::pair<uint64_t, uint64_t>> orphans_at_mount_;  // {slot, ino}
+};
+
+// Writes a fresh filesystem on the region (mkfs).
+struct MkfsOptions {
+  std::string label;
+  uint64_t journal_blocks = 0;  // 0: scaled to the device
+  uint32_t root_uid = 0;
+  uint32_t root_gid = 0;
+};
+Status mkfs(mm::Region& region, const MkfsOptions& o);
+
+}  // namespace pmemfuse::fs

@@ -1,0 +1,76 @@
+// fs/space.cc: bitmap scan at mount and transactional allocate/free.
+#include "fs/space.h"
+
+#include <cstring>
+#include <string>
+
+#include "fs/verify.h"
+
+namespace pmemfuse::fs {
+
+Space::Space(mm::Region& region, const DiskSuper& sb)
+    : region_(region),
+      bitmap_start_(sb.bitmap_start),
+      bitmap_blocks_(sb.bitmap_blocks),
+      block_count_(sb.block_count) {}
+
+bool Space::bit(uint64_t b) const {
+  const uint8_t* bits = region_.at((bitmap_start_ + b / kBitsPerBitmapBlock) * kBlockSize) +
+                        sizeof(DiskBitmapHeader);
+  uint64_t i = b % kBitsPerBitmapBlock;
+  return bits[i / 8] & (1u << (i % 8));
+}
+
+Status Space::load() {
+  for (uint64_t i = 0; i < bitmap_blocks_; i++) {
+    PF_CHECK(verify_bitmap_block(region_.at((bitmap_start_ + i) * kBlockSize),
+                                 bitmap_start_ + i, i, "block bitmap"));
+  }
+  uint64_t run_start = 0;
+  bool in_run = false;
+  for (uint64_t b = 0; b < block_count_;) {
+    // Skip whole bytes of used blocks quickly.
+    uint64_t i = b % kBitsPerBitmapBlock;
+    if (i % 8 == 0 && b + 8 <= block_count_ && !in_run) {
+      const uint8_t* bits = region_.at((bitmap_start_ + b / kBitsPerBitmapBlock) * kBlockSize) +
+                            sizeof(DiskBitmapHeader);
+      if (bits[i / 8] == 0xff) {
+        b += 8;
+        continue;
+      }
+    }
+    bool used = bit(b);
+    if (!used && !in_run) {
+      run_start = b;
+      in_run = true;
+    } else if (used && in_run) {
+      alloc_.add_free({run_start, b - run_start});
+      in_run = false;
+    }
+    b++;
+  }
+  if (in_run) alloc_.add_free({run_start, block_count_ - run_start});
+  return {};
+}
+
+Result<std::vector<mm::Run>> Space::alloc(Tx& tx, uint64_t n, uint64_t goal) {
+  PF_TRY(runs, alloc_.alloc(n, goal));
+  for (const mm::Run& r : runs) tx.set_bits(bitmap_start_, r.start, r.len);
+  tx.on_abort([this, runs] { alloc_.free(runs); });
+  return runs;
+}
+
+Result<mm::Run> Space::alloc_contig(Tx& tx, uint64_t n, uint64_t align) {
+  PF_TRY(r, alloc_.alloc_contig(n, align));
+  tx.set_bits(bitmap_start_, r.start, r.len);
+  tx.on_abort([this, r] { alloc_.free({r}); });
+  return r;
+}
+
+void Space::free(Tx& tx, mm::Run r) {
+  if (r.len == 0) return;
+  tx.clear_bits(bitmap_start_, r.start, r.len);
+  tx.on_commit([this, r] { alloc_.free({r}); });
+}
+
+}  // namespace pmemfuse::fs
