@@ -144,6 +144,7 @@ Status Filesystem::unmount() {
   sb_.state = kStateClean;
   write_super(tx);
   PF_CHECK(commit(tx));
+  journal_->checkpoint();
   // The backup follows the primary at every clean unmount.
   region_.write(sb_.backup_block * kBlockSize, &sb_, sizeof sb_);
   region_.fence();

@@ -318,6 +318,15 @@ Status Journal::commit(Tx& tx) {
   return {};
 }
 
+void Journal::checkpoint() {
+  std::lock_guard lk(mu_);
+  if (head_lsn_ == tail_lsn_) return;
+  head_lsn_ = tail_lsn_;
+  head_seq_ = next_seq_;
+  write_header_locked();
+  stats_.checkpoints++;
+}
+
 JournalStats Journal::stats() const {
   std::lock_guard lk(mu_);
   return stats_;

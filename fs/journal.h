@@ -89,6 +89,8 @@ class Journal {
 
   // Makes tx durable and applies it. On return the transaction survives any crash.
   Status commit(Tx& tx);
+  // Moves the log head to the tail: nothing is left to replay (clean unmount).
+  void checkpoint();
   // Largest encoded transaction the log accepts.
   size_t max_tx_bytes() const { return log_bytes_ / 4; }
   JournalStats stats() const;

@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <libpmem.h>
 #include <linux/magic.h>
+#include <sys/file.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
@@ -43,6 +44,17 @@ Result<std::pair<uint64_t, uint64_t>> devdax_geometry(const struct stat& st,
                                                    size.error().msg + ")");
   auto align = read_sysfs_u64(dir + "/align");
   return std::make_pair(*size, align ? *align : kDevDaxDefaultAlign);
+}
+
+// One process at a time owns the media. A daemon that was just unmounted may still be
+// writing back, so wait a little before calling the device busy.
+Status lock_exclusive(int fd, bool shared, const std::string& path) {
+  for (int i = 0; i < 100; i++) {
+    if (flock(fd, (shared ? LOCK_SH : LOCK_EX) | LOCK_NB) == 0) return {};
+    if (errno != EWOULDBLOCK) return make_error(Errc::kIo, errno_text("lock", path));
+    usleep(50000);
+  }
+  return make_error(Errc::kBusy, path + ": in use by another pmemfuse process (mounted, or being checked)");
 }
 
 bool on_tmpfs(int fd) {
@@ -122,6 +134,7 @@ Result<Region> Region::open(const std::string& path, const RegionOptions& opts) 
   r.read_only_ = opts.read_only;
   struct stat st;
   if (fstat(fd, &st) != 0) return make_error(Errc::kIo, errno_text("stat", path));
+  PF_CHECK(lock_exclusive(fd, opts.read_only, path));
   uint64_t len = 0;
   if (S_ISCHR(st.st_mode)) {
     PF_TRY(geo, devdax_geometry(st, path));

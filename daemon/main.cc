@@ -1,0 +1,132 @@
+// daemon/main.cc: pmemfuse: parse options, open and mount the filesystem, serve FUSE
+// requests until unmount or SIGTERM/SIGINT/SIGHUP, then write back and mark the image
+// clean. Errors before the mount is up are one line on stderr and a non-zero exit.
+#include <fuse_lowlevel.h>
+#include <spdlog/sinks/stdout_color_sinks.h>
+#include <spdlog/sinks/syslog_sink.h>
+#include <spdlog/spdlog.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <string>
+#include <vector>
+
+#include "daemon/ops.h"
+#include "daemon/options.h"
+#include "fs/filesystem.h"
+
+namespace pmemfuse::daemon {
+namespace {
+
+constexpr const char* kVersion = "pmemfuse 0.1.0 (format v1)";
+
+int fail(const std::string& msg, int code = 1) {
+  std::fprintf(stderr, "pmemfuse: %s\n", msg.c_str());
+  return code;
+}
+
+void setup_logging(const Options& o, bool to_syslog) {
+  std::shared_ptr<spdlog::logger> log;
+  if (to_syslog) log = spdlog::syslog_logger_mt("pmemfuse", "pmemfuse", LOG_PID, LOG_DAEMON);
+  else log = spdlog::stderr_color_mt("pmemfuse");
+  log->set_level(spdlog::level::from_str(o.log_level));
+  spdlog::set_default_logger(log);
+}
+
+Status check_mountpoint(const std::string& mp) {
+  struct stat st;
+  if (stat(mp.c_str(), &st) != 0) {
+    return make_error(Errc::kNotFound, "mount point " + mp + " does not exist (create it with mkdir -p " + mp + ")");
+  }
+  if (!S_ISDIR(st.st_mode)) return make_error(Errc::kNotDir, "mount point " + mp + " is not a directory");
+  return {};
+}
+
+// libfuse arguments: our own options are consumed; the rest are FUSE mount options.
+std::vector<std::string> fuse_argv(const Options& o) {
+  std::string mo = "fsname=" + o.device + ",subtype=pmemfuse,default_permissions";
+  if (o.allow_other) mo += ",allow_other";
+  if (o.read_only) mo += ",ro";
+  std::vector<std::string> a{"pmemfuse", "-o", mo};
+  if (o.debug) a.push_back("-d");
+  return a;
+}
+
+int serve(const Options& o, fs::Filesystem& fs) {
+  std::vector<std::string> args = fuse_argv(o);
+  std::vector<char*> argv;
+  for (auto& s : args) argv.push_back(s.data());
+  fuse_args fargs = FUSE_ARGS_INIT(int(argv.size()), argv.data());
+  Context ctx{&fs, &o};
+  fuse_session* se = fuse_session_new(&fargs, &lowlevel_ops(), sizeof(fuse_lowlevel_ops), &ctx);
+  if (!se) return fail("cannot create the FUSE session (see the message above)");
+  int rc = 1;
+  if (fuse_set_signal_handlers(se) != 0) {
+    fail("cannot install signal handlers");
+  } else if (fuse_session_mount(se, o.mountpoint.c_str()) != 0) {
+    fail("cannot mount on " + o.mountpoint + " (is /dev/fuse available and the mount point empty?)");
+  } else {
+    if (!o.foreground) {
+      fuse_daemonize(0);
+      spdlog::drop("pmemfuse");
+      setup_logging(o, true);
+    }
+    spdlog::info("mounted {} on {}{}", o.device, o.mountpoint, fs.info().read_only ? " read-only" : "");
+    if (o.single_thread) {
+      rc = fuse_session_loop(se);
+    } else {
+      fuse_loop_config* cfg = fuse_loop_cfg_create();
+      fuse_loop_cfg_set_clone_fd(cfg, o.clone_fd);
+      fuse_loop_cfg_set_max_threads(cfg, o.max_threads);
+      rc = fuse_session_loop_mt(se, cfg);
+      fuse_loop_cfg_destroy(cfg);
+    }
+    fuse_session_unmount(se);
+  }
+  fuse_remove_signal_handlers(se);
+  fuse_session_destroy(se);
+  return rc == 0 ? 0 : 1;
+}
+
+int run(int argc, char** argv) {
+  auto opts = parse_options(argc, argv);
+  if (!opts) return fail(opts.error().msg, 2);
+  const Options& o = *opts;
+  if (o.show_help) {
+    std::fputs(help_text().c_str(), stdout);
+    return 0;
+  }
+  if (o.show_version) {
+    std::printf("%s\nFUSE library %s\n", kVersion, fuse_pkgversion());
+    return 0;
+  }
+  setup_logging(o, false);
+  if (Status s = check_mountpoint(o.mountpoint); !s) return fail(s.error().msg);
+  mm::RegionOptions ro;
+  ro.read_only = false;
+  ro.emulate_devdax_align = o.emulate_devdax;
+  auto region = mm::Region::open(o.device, ro);
+  if (!region) return fail(region.error().msg);
+  fs::MountOptions mo;
+  mo.read_only = o.read_only;
+  auto fs = fs::Filesystem::mount(std::move(*region), mo);
+  if (!fs) return fail(fs.error().msg);
+  if ((*fs)->info().replayed) spdlog::info("{}: replayed {} journal transactions", o.device, (*fs)->info().replayed);
+  if ((*fs)->info().orphans_reclaimed) {
+    spdlog::info("{}: finished {} orphaned inodes", o.device, (*fs)->info().orphans_reclaimed);
+  }
+  int rc = serve(o, **fs);
+  if (Status s = (*fs)->unmount(); !s) {
+    spdlog::error("{}: unmount failed: {}; run fsck.pmemfuse {}", o.device, s.error().msg, o.device);
+    rc = 1;
+  } else {
+    spdlog::info("{}: unmounted cleanly", o.device);
+  }
+  return rc;
+}
+
+}  // namespace
+}  // namespace pmemfuse::daemon
+
+int main(int argc, char** argv) { return pmemfuse::daemon::run(argc, argv); }

@@ -1,0 +1,20 @@
+// daemon/ops.h: the FUSE lowlevel operation table. Each operation decodes the request,
+// calls the Filesystem and encodes the reply; no filesystem logic lives here.
+#pragma once
+
+#include <fuse_lowlevel.h>
+
+#include "daemon/options.h"
+#include "fs/filesystem.h"
+
+namespace pmemfuse::daemon {
+
+struct Context {
+  fs::Filesystem* fs;
+  const Options* opts;
+};
+
+// The operation table; the session's userdata must be a Context*.
+const fuse_lowlevel_ops& lowlevel_ops();
+
+}  // namespace pmemfuse::daemon

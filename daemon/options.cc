@@ -1,0 +1,186 @@
+// daemon/options.cc: option table, -o list parsing and --help.
+#include "daemon/options.h"
+
+#include <CLI/CLI.hpp>
+
+#include <functional>
+#include <sstream>
+
+#include "mm/region.h"
+
+namespace pmemfuse::daemon {
+namespace {
+
+struct Spec {
+  const char* name;
+  const char* value;  // placeholder for the value; nullptr for a flag
+  const char* dflt;
+  const char* help;
+  std::function<Status(Options&, const std::string&)> apply;
+};
+
+Result<double> parse_seconds(const std::string& name, const std::string& v) {
+  try {
+    size_t pos = 0;
+    double d = std::stod(v, &pos);
+    if (pos == v.size() && d >= 0) return d;
+  } catch (...) {
+  }
+  return make_error(Errc::kInvalid, "bad value '" + v + "' for " + name + " (seconds, e.g. 1.5)");
+}
+
+const std::vector<Spec>& specs() {
+  static const std::vector<Spec> s = {
+      {"ro", nullptr, "off", "mount read-only", [](Options& o, const std::string&) { o.read_only = true; return Status{}; }},
+      {"rw", nullptr, "on", "mount read-write", [](Options& o, const std::string&) { o.read_only = false; return Status{}; }},
+      {"allow_other", nullptr, "off", "let users other than the mounter access the files",
+       [](Options& o, const std::string&) { o.allow_other = true; return Status{}; }},
+      {"clone_fd", nullptr, "off", "one /dev/fuse descriptor per worker thread",
+       [](Options& o, const std::string&) { o.clone_fd = true; return Status{}; }},
+      {"max_threads", "N", "10", "most worker threads",
+       [](Options& o, const std::string& v) -> Status {
+         try {
+           o.max_threads = unsigned(std::stoul(v));
+           if (o.max_threads >= 1 && o.max_threads <= 1024) return {};
+         } catch (...) {
+         }
+         return make_error(Errc::kInvalid, "bad value '" + v + "' for max_threads (1-1024)");
+       }},
+      {"attr_timeout", "SECONDS", "1", "how long the kernel caches attributes",
+       [](Options& o, const std::string& v) -> Status {
+         PF_TRY(d, parse_seconds("attr_timeout", v));
+         o.attr_timeout = d;
+         return {};
+       }},
+      {"entry_timeout", "SECONDS", "1", "how long the kernel caches names",
+       [](Options& o, const std::string& v) -> Status {
+         PF_TRY(d, parse_seconds("entry_timeout", v));
+         o.entry_timeout = d;
+         return {};
+       }},
+      {"log_level", "LEVEL", "info", "trace, debug, info, warn, error or off",
+       [](Options& o, const std::string& v) -> Status {
+         static const char* ok[] = {"trace", "debug", "info", "warn", "error", "off"};
+         for (const char* l : ok)
+           if (v == l) {
+             o.log_level = v;
+             return {};
+           }
+         return make_error(Errc::kInvalid, "bad value '" + v + "' for log_level (trace, debug, info, warn, error, off)");
+       }},
+      {"emulate_devdax", "ALIGN", "off", "apply device-dax rules (mapping alignment, no resize) to an image file; ALIGN defaults to 2M",
+       [](Options& o, const std::string& v) -> Status {
+         if (v.empty()) {
+           o.emulate_devdax = mm::kDevDaxDefaultAlign;
+           return {};
+         }
+         auto a = mm::parse_size(v);
+         if (!a || *a < 4096 || (*a & (*a - 1))) {
+           return make_error(Errc::kInvalid, "bad value '" + v + "' for emulate_devdax (a power of two >= 4K)");
+         }
+         o.emulate_devdax = *a;
+         return {};
+       }},
+  };
+  return s;
+}
+
+// Generic mount(8) options that mount.fuse3 may pass; they have no meaning here.
+bool generic_mount_option(const std::string& n) {
+  static const char* names[] = {"defaults", "dev", "nodev", "suid", "nosuid", "exec", "noexec",
+                                "atime", "noatime", "relatime", "strictatime", "async", "sync",
+                                "auto", "noauto", "nofail", "_netdev", "default_permissions"};
+  for (const char* g : names)
+    if (n == g) return true;
+  return n.rfind("x-", 0) == 0;
+}
+
+Status apply_one(Options& o, const std::string& item) {
+  auto eq = item.find('=');
+  std::string name = item.substr(0, eq), value = eq == std::string::npos ? "" : item.substr(eq + 1);
+  for (const Spec& s : specs()) {
+    if (name != s.name) continue;
+    if (!s.value && eq != std::string::npos) return make_error(Errc::kInvalid, "option " + name + " takes no value");
+    if (s.value && eq == std::string::npos && name != "emulate_devdax") {
+      return make_error(Errc::kInvalid, "option " + name + " needs a value (" + name + "=" + s.value + ")");
+    }
+    return s.apply(o, value);
+  }
+  if (generic_mount_option(name)) return {};
+  return make_error(Errc::kInvalid, "unknown option '" + name + "' (see pmemfuse --help)");
+}
+
+}  // namespace
+
+std::string help_text() {
+  std::ostringstream h;
+  h << "Usage: pmemfuse [OPTIONS] DEVICE MOUNTPOINT\n"
+       "Mount a pmemfuse filesystem from DEVICE (a /dev/daxX.Y device or an image file made\n"
+       "by mkfs.pmemfuse) on MOUNTPOINT. Unmount with fusermount3 -u MOUNTPOINT.\n\n"
+       "Options:\n"
+       "  -f, --foreground      stay in the foreground (default: daemonize once mounted)\n"
+       "  -d, --debug           foreground, with FUSE request tracing\n"
+       "  -s, --single-thread   serve requests on one thread\n"
+       "  -o OPT[,OPT...]       mount options below, mount(8) style\n"
+       "  -h, --help            show this help\n"
+       "  -V, --version         show the version\n\n"
+       "Mount options (also accepted as --NAME or --NAME=VALUE):\n";
+  for (const Spec& s : specs()) {
+    std::string left = std::string(s.name) + (s.value ? std::string("=") + s.value : "");
+    h << "  " << left << std::string(left.size() < 22 ? 22 - left.size() : 1, ' ') << s.help
+      << " (default: " << s.dflt << ")\n";
+  }
+  h << "\nGeneric mount options (defaults, nodev, nosuid, noatime, ...) are accepted and ignored.\n"
+       "Permissions are always checked by the kernel (default_permissions).\n";
+  return h.str();
+}
+
+Result<Options> parse_options(int argc, char** argv) {
+  Options o;
+  CLI::App app{"pmemfuse"};
+  app.set_help_flag();
+  std::vector<std::string> olists, positional;
+  app.add_flag("-f,--foreground", o.foreground);
+  app.add_flag("-d,--debug", o.debug);
+  app.add_flag("-s,--single-thread", o.single_thread);
+  app.add_flag("-h,--help", o.show_help);
+  app.add_flag("-V,--version", o.show_version);
+  app.add_option("-o", olists)->allow_extra_args(false);
+  std::vector<std::string> long_opts;
+  for (const Spec& s : specs()) {
+    std::string n = s.name;
+    if (s.value) {
+      app.add_option_function<std::string>("--" + n, [&long_opts, n](const std::string& v) { long_opts.push_back(n + "=" + v); })
+          ->expected(0, 1)->default_str("");
+    } else {
+      app.add_flag_callback("--" + n, [&long_opts, n] { long_opts.push_back(n); });
+    }
+  }
+  app.add_option("args", positional);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return make_error(Errc::kInvalid, std::string(e.what()) + " (see pmemfuse --help)");
+  }
+  if (o.show_help || o.show_version) return o;
+  if (o.debug) o.foreground = true;
+  for (const std::string& l : olists) {
+    std::stringstream ss(l);
+    std::string item;
+    while (std::getline(ss, item, ','))
+      if (!item.empty()) PF_CHECK(apply_one(o, item));
+  }
+  for (const std::string& l : long_opts) {
+    std::string item = l.back() == '=' ? l.substr(0, l.size() - 1) : l;
+    PF_CHECK(apply_one(o, item));
+  }
+  if (positional.size() != 2) {
+    return make_error(Errc::kInvalid, "expected DEVICE and MOUNTPOINT, got " + std::to_string(positional.size()) +
+                                          " arguments (see pmemfuse --help)");
+  }
+  o.device = positional[0];
+  o.mountpoint = positional[1];
+  return o;
+}
+
+}  // namespace pmemfuse::daemon

@@ -1,0 +1,35 @@
+// daemon/options.h: command line and -o mount options (mount(8) style). Every option
+// has the same name on the command line (--name=value) and in -o lists (name=value).
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "mm/result.h"
+
+namespace pmemfuse::daemon {
+
+struct Options {
+  std::string device;
+  std::string mountpoint;
+  bool foreground = false;
+  bool debug = false;
+  bool single_thread = false;
+  bool read_only = false;
+  bool allow_other = false;
+  bool clone_fd = false;
+  unsigned max_threads = 10;
+  double attr_timeout = 1.0;   // seconds the kernel may cache attributes
+  double entry_timeout = 1.0;  // seconds the kernel may cache names
+  std::string log_level = "info";
+  uint64_t emulate_devdax = 0;  // bytes; 0: off
+  bool show_help = false;
+  bool show_version = false;
+};
+
+// Parses argv. Errors are one line, suitable for "pmemfuse: <msg>".
+Result<Options> parse_options(int argc, char** argv);
+std::string help_text();
+
+}  // namespace pmemfuse::daemon

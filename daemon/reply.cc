@@ -1,0 +1,69 @@
+// daemon/reply.cc: the reply guard.
+#include "daemon/reply.h"
+
+#include <spdlog/spdlog.h>
+
+#include <cerrno>
+
+namespace pmemfuse::daemon {
+
+Reply::~Reply() {
+  if (done_) return;
+  spdlog::error("request finished without a reply; answering EIO");
+  fuse_reply_err(req_, EIO);
+}
+
+bool Reply::claim() {
+  if (done_) {
+    spdlog::error("second reply to one request suppressed");
+    return false;
+  }
+  done_ = true;
+  return true;
+}
+
+void Reply::error(const Error& e) {
+  int n = to_errno(e.code);
+  if (e.code == Errc::kCorrupt || e.code == Errc::kIo) spdlog::error("{}", e.msg);
+  else spdlog::debug("{}: {}", errc_name(e.code), e.msg);
+  err(n);
+}
+
+void Reply::err(int errnum) {
+  if (claim()) fuse_reply_err(req_, errnum);
+}
+void Reply::entry(const fuse_entry_param& e) {
+  if (claim()) fuse_reply_entry(req_, &e);
+}
+void Reply::create(const fuse_entry_param& e, const fuse_file_info* fi) {
+  if (claim()) fuse_reply_create(req_, &e, fi);
+}
+void Reply::attr(const struct stat& st, double timeout) {
+  if (claim()) fuse_reply_attr(req_, &st, timeout);
+}
+void Reply::open(const fuse_file_info* fi) {
+  if (claim()) fuse_reply_open(req_, fi);
+}
+void Reply::write(size_t count) {
+  if (claim()) fuse_reply_write(req_, count);
+}
+void Reply::buf(const char* data, size_t size) {
+  if (claim()) fuse_reply_buf(req_, data, size);
+}
+void Reply::iov(const struct iovec* v, int count) {
+  if (claim()) fuse_reply_iov(req_, v, count);
+}
+void Reply::readlink(const char* target) {
+  if (claim()) fuse_reply_readlink(req_, target);
+}
+void Reply::statfs(const struct statvfs& s) {
+  if (claim()) fuse_reply_statfs(req_, &s);
+}
+void Reply::xattr_size(size_t size) {
+  if (claim()) fuse_reply_xattr(req_, size);
+}
+void Reply::none() {
+  if (claim()) fuse_reply_none(req_);
+}
+
+}  // namespace pmemfuse::daemon
