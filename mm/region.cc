@@ -64,15 +64,16 @@ bool on_tmpfs(int fd) {
 
 // Reserves an aligned address range and maps the media over it, as device-dax requires.
 Result<std::pair<uint8_t*, uint64_t>> map_aligned(int fd, uint64_t len, uint64_t align,
-                                                  bool ro, const std::string& path) {
+                                                  bool ro, bool cow, const std::string& path) {
   uint64_t slack = align > kPageSize ? align : 0;
   void* r = mmap(nullptr, len + slack, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
                  -1, 0);
   if (r == MAP_FAILED) return make_error(Errc::kIo, errno_text("reserve address range", path));
   auto raw = reinterpret_cast<uintptr_t>(r);
   uintptr_t aligned = slack ? (raw + align - 1) & ~(align - 1) : raw;
-  int prot = PROT_READ | (ro ? 0 : PROT_WRITE);
-  void* m = mmap(reinterpret_cast<void*>(aligned), len, prot, MAP_SHARED | MAP_FIXED, fd, 0);
+  int prot = PROT_READ | (ro && !cow ? 0 : PROT_WRITE);
+  int flags = (cow ? MAP_PRIVATE | MAP_NORESERVE : MAP_SHARED) | MAP_FIXED;
+  void* m = mmap(reinterpret_cast<void*>(aligned), len, prot, flags, fd, 0);
   if (m == MAP_FAILED) {
     Error e = make_error(Errc::kIo, errno_text("mmap", path));
     munmap(r, len + slack);
@@ -124,17 +125,18 @@ Status Region::create_file(const std::string& path, uint64_t size) {
 }
 
 Result<Region> Region::open(const std::string& path, const RegionOptions& opts) {
-  int fd = ::open(path.c_str(), (opts.read_only ? O_RDONLY : O_RDWR) | O_CLOEXEC);
+  bool ro = opts.read_only || opts.private_copy;
+  int fd = ::open(path.c_str(), (ro ? O_RDONLY : O_RDWR) | O_CLOEXEC);
   if (fd < 0) {
     return make_error(errno == ENOENT ? Errc::kNotFound : Errc::kIo, errno_text("open", path));
   }
   Region r;
   r.fd_ = fd;
   r.path_ = path;
-  r.read_only_ = opts.read_only;
+  r.read_only_ = opts.read_only && !opts.private_copy;
   struct stat st;
   if (fstat(fd, &st) != 0) return make_error(Errc::kIo, errno_text("stat", path));
-  PF_CHECK(lock_exclusive(fd, opts.read_only, path));
+  PF_CHECK(lock_exclusive(fd, ro, path));
   uint64_t len = 0;
   if (S_ISCHR(st.st_mode)) {
     PF_TRY(geo, devdax_geometry(st, path));
@@ -156,7 +158,7 @@ Result<Region> Region::open(const std::string& path, const RegionOptions& opts) 
   }
   len &= ~(r.align_ - 1);
   if (len == 0) return make_error(Errc::kInvalid, path + ": empty or smaller than one mapping unit");
-  PF_TRY(m, map_aligned(fd, len, r.align_, opts.read_only, path));
+  PF_TRY(m, map_aligned(fd, len, r.align_, opts.read_only, opts.private_copy, path));
   r.base_ = r.map_base_ = m.first;
   r.size_ = r.map_len_ = m.second;
   bool cpu = pmem_is_pmem(r.base_, r.size_) || S_ISCHR(st.st_mode) || on_tmpfs(fd);

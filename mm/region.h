@@ -18,6 +18,9 @@ inline constexpr uint64_t kDevDaxDefaultAlign = 2ull << 20;
 
 struct RegionOptions {
   bool read_only = false;
+  // Map copy-on-write: stores stay in this process and never reach the device (fsck -n
+  // replays the journal this way without changing the image).
+  bool private_copy = false;
   // Non-zero: apply device-dax rules to a regular file (mapping length and address aligned
   // to this, no resizing), so the device-dax code paths run on machines without one.
   uint64_t emulate_devdax_align = 0;
