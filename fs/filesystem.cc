@@ -137,8 +137,10 @@ Status Filesystem::unmount() {
     for (auto& [n, i] : icache_) all.push_back(i);
   }
   for (auto& i : all) {
+    // The kernel is gone: an unlinked file still open or remembered dies now.
     std::unique_lock lk(i->mu);
-    PF_CHECK(flush_times_locked(*i));
+    if (i->d.nlink == 0 && i->d.mode != 0) PF_CHECK(reclaim_locked(*i));
+    else PF_CHECK(flush_times_locked(*i));
   }
   Tx tx(region_);
   sb_.state = kStateClean;
