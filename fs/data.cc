@@ -140,24 +140,25 @@ Status Filesystem::trim_locked(Inode& i, uint64_t from, Tx& first, bool keep_orp
   Tx* tx = &first;
   std::unique_ptr<Tx> next;
   for (;;) {
+    // The last kTrimBatch extents reaching past `from` go in this transaction.
     const auto& ext = i.map.extents();
     uint64_t lo = UINT64_MAX;
     size_t n = 0;
-    for (auto it = ext.rbegin(); it != ext.rend() && it->second.end() > from && n < kTrimBatch; ++it, ++n) {
+    for (auto it = ext.rbegin(); it != ext.rend() && it->second.end() > from; ++it) {
+      if (n++ == kTrimBatch) break;
       lo = it->first;
     }
+    bool more = n > kTrimBatch;
+    // Taken before anything changes, so a full orphan table fails cleanly.
+    if (more) PF_CHECK(orphan_add(*tx, i));
     if (n > 0) {
-      lo = std::max(lo, from);
-      PF_TRY(removed, i.map.replace(*tx, *space_, i.ino, i.d, lo, kMaxFileBlocks, {}));
+      PF_TRY(removed, i.map.replace(*tx, *space_, i.ino, i.d, std::max(lo, from), kMaxFileBlocks, {}));
       for (const mm::Run& r : removed) {
         space_->free(*tx, r);
         i.d.blocks -= r.len;
       }
     }
-    const Extent* rest = i.map.find(from);
-    bool more = rest && rest->end() > from;
-    if (more) PF_CHECK(orphan_add(*tx, i));
-    else if (!keep_orphan) orphan_remove(*tx, i);
+    if (!more && !keep_orphan) orphan_remove(*tx, i);
     write_inode(*tx, i);
     PF_CHECK(commit(*tx));
     if (!more) return {};

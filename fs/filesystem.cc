@@ -48,7 +48,7 @@ Result<std::unique_ptr<Filesystem>> Filesystem::mount(mm::Region region, const M
   }
   if (Status s = verify_super(sb, device_blocks, "superblock"); !s) {
     return make_error(Errc::kCorrupt, dev + ": " + s.error().msg +
-                                          "; run fsck.pmemfuse -y to restore it from the backup");
+                                          "; run fsck.pmemfuse -n for a full report");
   }
   if (sb.incompat & ~kIncompatKnown) {
     return make_error(Errc::kNotSupported, dev + ": unknown incompatible features " +
@@ -118,7 +118,7 @@ Status Filesystem::finish_orphans() {
     }
     lk.unlock();
     std::lock_guard ic(icache_mu_);
-    icache_.erase(ino);
+    if (icache_[ino] == i) icache_.erase(ino);
     info_.orphans_reclaimed++;
   }
   orphans_at_mount_.clear();
@@ -234,7 +234,9 @@ void Filesystem::drop(const InodeRef& i) {
   lk.unlock();
   std::lock_guard ic(icache_mu_);
   i->dropping = false;
-  if (gone || (!i->kernel_refs && !i->opens)) icache_.erase(i->ino);
+  // A freed slot may already hold a new inode: erase only this object.
+  auto it = icache_.find(i->ino);
+  if (it != icache_.end() && it->second == i && (gone || (!i->kernel_refs && !i->opens))) icache_.erase(it);
 }
 
 void Filesystem::maybe_drop(const InodeRef& i) {
@@ -357,6 +359,7 @@ Result<Attr> Filesystem::setattr(uint64_t ino, const SetAttr& s) {
     if (!S_ISREG(i->d.mode)) return make_error(Errc::kInvalid, "truncate of a special file");
     if (*s.size > kMaxFileBlocks * kBlockSize) return make_error(Errc::kFileTooBig, "size beyond 16 TiB");
   }
+  DiskInode saved = i->d;
   if (s.mode) i->d.mode = (i->d.mode & S_IFMT) | (*s.mode & 07777);
   if (s.uid) i->d.uid = *s.uid;
   if (s.gid) i->d.gid = *s.gid;
@@ -365,12 +368,18 @@ Result<Attr> Filesystem::setattr(uint64_t ino, const SetAttr& s) {
   if (s.mtime == SetAttr::Time::kNow) i->d.mtime_ns = t;
   if (s.mtime == SetAttr::Time::kSet) i->d.mtime_ns = s.mtime_ns;
   i->d.ctime_ns = t;
+  Status st;
   if (s.size && *s.size != i->d.size) {
-    PF_CHECK(truncate_locked(*i, *s.size, t));
+    st = truncate_locked(*i, *s.size, t);
   } else {
     Tx tx(region_);
     write_inode(tx, *i);
-    PF_CHECK(commit(tx));
+    st = commit(tx);
+  }
+  if (!st) {
+    // Only the first transaction of a truncate can fail; media still has `saved`.
+    PF_CHECK(rollback_locked(*i, saved));
+    return std::move(st.error());
   }
   return attr_of(*i);
 }

@@ -9,8 +9,10 @@
 // crash before its last release is finished at the next mount.
 //
 // Threading: all calls are thread-safe. Lock order: ns_mu_ (namespace changes) ->
-// Inode::mu (several: only under ns_mu_ held exclusively) -> icache_mu_ / orphan_mu_ /
-// InodeTable / Space (leaves) -> Journal.
+// Inode::mu -> icache_mu_ / orphan_mu_ / InodeTable / Space (leaves) -> Journal. Several
+// Inode::mu are held together only under ns_mu_: exclusively (in inode-number order) by
+// namespace changes, or shared by readdirplus (directory, then one child at a time); data
+// operations hold one Inode::mu and wait on nothing else, so neither can deadlock.
 #pragma once
 
 #include <sys/uio.h>

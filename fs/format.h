@@ -24,7 +24,9 @@ inline constexpr uint32_t kRoCompatKnown = 0;
 inline constexpr uint32_t kIncompatKnown = 0;
 
 inline constexpr uint32_t kStateClean = 1;    // unmounted cleanly; journal empty
-inline constexpr uint32_t kStateMounted = 2;  // in use or crashed: replay the journal
+inline constexpr uint32_t kStateMounted = 2;  // in use, or the daemon stopped without unmounting
+// The journal is scanned at every mount whatever the state says; the state tells fsck
+// and the operator whether the last unmount was clean.
 
 // Block magics (first 4 bytes of every metadata block).
 inline constexpr uint32_t kJournalMagic = 0x4c4e524a;   // "JRNL"
@@ -183,7 +185,7 @@ struct DiskInode {
   uint64_t xattr_block;       // block of out-of-line xattrs; 0: none
   uint64_t orphan_slot;       // flags & kInodeOrphan: orphan table slot + 1
   uint64_t entries;           // directories: live entries (not "." or "..")
-  uint16_t nextents;          // extents in the map (inline or chained)
+  uint16_t nextents;          // inline extents in map.extents; 0 when chained
   uint16_t xattr_inline_len;  // bytes used in xattr_inline
   uint32_t reserved;
   union {

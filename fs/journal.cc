@@ -36,6 +36,11 @@ Tx::~Tx() {
 
 void Tx::write(uint64_t off, const void* src, uint32_t n) {
   auto p = static_cast<const uint8_t*>(src);
+  auto st = staged_.find(off / kBlockSize);
+  if (st != staged_.end() && (off + n - 1) / kBlockSize == off / kBlockSize) {
+    std::memcpy(st->second.get() + off % kBlockSize, p, n);
+    return;
+  }
   recs_.push_back({off, RecKind::kBytes, std::vector<uint8_t>(p, p + n)});
 }
 
@@ -128,7 +133,7 @@ void Journal::format(mm::Region& region, uint64_t start, uint64_t blocks) {
   h.head_seq = 1;
   h.log_bytes = (blocks - 1) * kBlockSize;
   h.crc = header_crc(h);
-  region.write(start * kBlockSize, &h, sizeof h);
+  region.write(start * kBlockSize + (h.checkpoints % 2) * sizeof h, &h, sizeof h);
   // A log of zeros holds no valid transaction at lsn 0.
   region.zero((start + 1) * kBlockSize, kBlockSize);
   region.fence();
@@ -313,6 +318,12 @@ Status Journal::commit(Tx& tx) {
   next_seq_++;
   stats_.commits++;
   stats_.bytes += total;
+  if (tx.frees_blocks_) {
+    head_lsn_ = tail_lsn_;
+    head_seq_ = next_seq_;
+    write_header_locked();
+    stats_.checkpoints++;
+  }
   lk.unlock();
   tx.on_committed();
   return {};

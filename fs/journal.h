@@ -39,7 +39,8 @@ class Tx {
     write(off, &v, sizeof(T));
   }
   // A staging copy of block bno (from media, or this transaction's earlier stage),
-  // written whole at commit. The caller reseals the block's crc after changing it.
+  // written whole at commit. The caller reseals the block's crc after changing it. A
+  // later write() into a staged block lands in the stage, so records keep their order.
   uint8_t* stage(uint64_t bno);
   bool staged(uint64_t bno) const { return staged_.count(bno) != 0; }
   // Bit operations on the bitmap whose first block is bitmap_bno.
@@ -48,6 +49,10 @@ class Tx {
 
   // Runs once the transaction has committed (give freed blocks and slots back).
   void on_commit(std::function<void()> f) { on_commit_.push_back(std::move(f)); }
+  // Freed blocks may hold metadata images that live in the log; replaying one over a
+  // block reused for file data would destroy the data. A transaction that frees blocks
+  // therefore moves the log head past itself before its on_commit callbacks run.
+  void mark_frees_blocks() { frees_blocks_ = true; }
   // Runs if the transaction is dropped without committing (undo DRAM reservations).
   void on_abort(std::function<void()> f) { on_abort_.push_back(std::move(f)); }
 
@@ -69,6 +74,7 @@ class Tx {
   std::vector<std::function<void()>> on_commit_;
   std::vector<std::function<void()>> on_abort_;
   bool committed_ = false;
+  bool frees_blocks_ = false;
 };
 
 struct JournalStats {

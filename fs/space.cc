@@ -70,6 +70,7 @@ Result<mm::Run> Space::alloc_contig(Tx& tx, uint64_t n, uint64_t align) {
 void Space::free(Tx& tx, mm::Run r) {
   if (r.len == 0) return;
   tx.clear_bits(bitmap_start_, r.start, r.len);
+  tx.mark_frees_blocks();
   tx.on_commit([this, r] { alloc_.free({r}); });
 }
 

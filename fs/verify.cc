@@ -59,6 +59,12 @@ Status verify_super(const DiskSuper& sb, uint64_t device_blocks, const char* whi
     return corrupt(w + ": bitmap extent out of range");
   }
   if (!inside(sb.itable_index, 1)) return corrupt(w + ": itable_index out of range");
+  if (!inside(sb.orphan_start, sb.orphan_blocks) || sb.orphan_blocks == 0) {
+    return corrupt(w + ": orphan table extent out of range");
+  }
+  if (sb.devdax_align < kBlockSize || (sb.devdax_align & (sb.devdax_align - 1))) {
+    return corrupt(w + ": devdax_align " + std::to_string(sb.devdax_align) + " is not a power of two >= 4096");
+  }
   if (sb.backup_block != sb.block_count - 1) return corrupt(w + ": backup_block mismatch");
   if (sb.chunk_blocks != kChunkBlocks || sb.inodes_per_chunk != kInodesPerChunk) {
     return corrupt(w + ": inode chunk geometry");

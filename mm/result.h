@@ -1,5 +1,5 @@
 // mm/result.h: errors as values. Every layer below the daemon returns Result<T>; the
-// daemon turns Errc into errno in exactly one place (daemon/errno.cc).
+// daemon turns Errc into errno in exactly one place (daemon/errors.cc).
 #pragma once
 
 #include <cstdint>
