@@ -86,7 +86,8 @@ int serve(const Options& o, fs::Filesystem& fs) {
   }
   fuse_remove_signal_handlers(se);
   fuse_session_destroy(se);
-  return rc == 0 ? 0 : 1;
+  // The loops return a signal number when SIGTERM/SIGINT/SIGHUP ended them: a clean exit.
+  return rc >= 0 ? 0 : 1;
 }
 
 int run(int argc, char** argv) {

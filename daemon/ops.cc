@@ -20,7 +20,9 @@ Context& ctx(fuse_req_t req) { return *static_cast<Context*>(fuse_req_userdata(r
 fs::Filesystem& fsys(fuse_req_t req) { return *ctx(req).fs; }
 
 struct timespec to_ts(int64_t ns) {
-  return {time_t(ns / 1000000000), long(ns % 1000000000)};
+  int64_t sec = ns / 1000000000, rem = ns % 1000000000;
+  if (rem < 0) sec -= 1, rem += 1000000000;  // tv_nsec is never negative, even before 1970
+  return {time_t(sec), long(rem)};
 }
 
 struct stat to_stat(const fs::Attr& a) {
@@ -294,8 +296,13 @@ void op_statfs(fuse_req_t req, fuse_ino_t) {
   r.statfs(v);
 }
 
+// POSIX ACLs are not enforced yet: refusing them makes cp -a, tar and rsync fall back to
+// chmod instead of storing an ACL that would not change the mode.
+bool posix_acl_name(const char* name) { return std::strncmp(name, "system.posix_acl_", 17) == 0; }
+
 void op_setxattr(fuse_req_t req, fuse_ino_t ino, const char* name, const char* value, size_t size, int flags) {
   Reply r(req);
+  if (posix_acl_name(name)) return r.err(EOPNOTSUPP);
   fs::XattrFlags f{(flags & XATTR_CREATE) != 0, (flags & XATTR_REPLACE) != 0};
   reply_status(r, fsys(req).setxattr(ino, name, std::string_view(value, size), f));
 }
@@ -308,6 +315,7 @@ void reply_sized(Reply& r, size_t size, const std::string& data) {
 
 void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char* name, size_t size) {
   Reply r(req);
+  if (posix_acl_name(name)) return r.err(EOPNOTSUPP);
   auto v = fsys(req).getxattr(ino, name);
   if (!v) return r.error(v.error());
   reply_sized(r, size, *v);
@@ -324,6 +332,7 @@ void op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size) {
 
 void op_removexattr(fuse_req_t req, fuse_ino_t ino, const char* name) {
   Reply r(req);
+  if (posix_acl_name(name)) return r.err(EOPNOTSUPP);
   reply_status(r, fsys(req).removexattr(ino, name));
 }
 

@@ -86,6 +86,7 @@ Status Checker::load_super() {
     std::memcpy(&b, r_.at((bc - 1) * kBlockSize), sizeof b);
     if (verify_super(b, dev_blocks, "backup superblock")) {
       sb_ = b;
+      rep_.backup_block = bc - 1;
       return {};
     }
   }
@@ -259,6 +260,13 @@ void Checker::check_bitmap() {
 }
 
 }  // namespace
+
+void restore_primary_super(mm::Region& region, const CheckReport& report) {
+  DiskSuper b;
+  std::memcpy(&b, region.at(report.backup_block * kBlockSize), sizeof b);
+  region.write(0, &b, sizeof b);
+  region.fence();
+}
 
 Result<CheckReport> check_image(mm::Region& region) {
   CheckReport rep;

@@ -22,9 +22,13 @@ struct CheckReport {
   uint64_t blocks_used = 0;
   uint64_t blocks_total = 0;
   bool primary_super_bad = false;     // the backup superblock was used
+  uint64_t backup_block = 0;          // where the valid backup was found
 };
 
 // Fails (kInvalid/kCorrupt/kNotSupported) only when the image cannot be checked at all.
 Result<CheckReport> check_image(mm::Region& region);
+
+// Repair: copies the valid backup superblock (report.backup_block) over the primary.
+void restore_primary_super(mm::Region& region, const CheckReport& report);
 
 }  // namespace pmemfuse::fs

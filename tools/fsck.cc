@@ -55,6 +55,16 @@ int main(int argc, char** argv) {
   if (!region) return fail(region.error().msg, kOperational);
   auto rep = fs::check_image(*region);
   if (!rep) return fail(rep.error().msg, rep.error().code == Errc::kCorrupt ? kUncorrected : kOperational);
+  bool repaired = false;
+  if (rep->primary_super_bad && (yes || preen)) {
+    // The only repair so far: the backup superblock, verified, replaces the primary.
+    std::printf("%s: %s\n%s: primary superblock restored from the backup in block %llu\n", device.c_str(),
+                rep->problems.front().c_str(), device.c_str(), (unsigned long long)rep->backup_block);
+    fs::restore_primary_super(*region, *rep);
+    rep = fs::check_image(*region);
+    if (!rep) return fail(rep.error().msg, kUncorrected);
+    repaired = true;
+  }
   for (const std::string& p : rep->problems) std::printf("%s: %s\n", device.c_str(), p.c_str());
   if (rep->problem_count > rep->problems.size()) {
     std::printf("%s: ... and %llu more problems\n", device.c_str(),
@@ -71,8 +81,8 @@ int main(int argc, char** argv) {
                 (unsigned long long)rep->blocks_total);
   }
   if (rep->problem_count) {
-    if (yes || preen) std::printf("%s: repair is not available in this version; nothing was changed\n", device.c_str());
+    if (yes || preen) std::printf("%s: only the superblock can be repaired in this version; nothing else was changed\n", device.c_str());
     return kUncorrected;
   }
-  return rep->replayed && !no ? kCorrected : kClean;
+  return (rep->replayed && !no) || repaired ? kCorrected : kClean;
 }

@@ -396,6 +396,18 @@ def free_blocks(path) -> int:
     return os.statvfs(path).f_bfree
 
 
+def wait_free_blocks(path, target, tolerance=8, timeout=10.0) -> int:
+    """Poll statvfs until free blocks are within TOLERANCE of TARGET and return the last
+    value seen. FUSE sends RELEASE and FORGET asynchronously, so an unlinked file's space
+    may come back a moment after unlink()/close() return."""
+    deadline = time.monotonic() + timeout
+    while True:
+        cur = free_blocks(path)
+        if abs(cur - target) <= tolerance or time.monotonic() > deadline:
+            return cur
+        time.sleep(0.05)
+
+
 def write_file(path, data: bytes, mode: int = 0o644) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
     try:

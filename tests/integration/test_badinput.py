@@ -332,3 +332,27 @@ def test_corrupted_metadata_never_crashes_fsck_or_daemon(image, mount_factory, s
     assert m.alive(), f"daemon crashed on a corrupted image:\n{m.log()}"
     rc = m.unmount(check=False)
     assert rc is not None and rc >= 0 and rc not in (134, 139), f"daemon exit {rc}:\n{m.logs[-1]}"
+
+
+def test_fsck_y_repairs_corrupted_primary_superblock_from_backup(image, mount_factory):
+    m = mount_factory(image)
+    with open(m / "f", "wb") as f:
+        f.write(b"survives superblock repair")
+    m.unmount()
+    corrupt(image, 32, 8, seed=2)  # primary superblock's block_count; backup intact
+    rc, out = fsck(image, "-f", "-n")
+    assert rc == 4, f"fsck -n: expected 4 (errors left uncorrected), got {rc}:\n{out}"
+    rc, out = fsck(image, "-f", "-y")
+    assert rc == 1, f"fsck -y: expected 1 (errors corrected), got {rc}:\n{out}"
+    rc, out = fsck(image, "-f", "-n")
+    assert rc == 0, f"fsck -n after repair: expected 0, got {rc}:\n{out}"
+    m.start()
+    with open(m / "f", "rb") as f:
+        assert f.read() == b"survives superblock repair"
+
+
+def test_fsck_preen_on_clean_image_exits_0(image):
+    rc, out = fsck(image, "-p")
+    assert rc == 0, out
+    rc, out = fsck(image, "-f", "-p")
+    assert rc == 0, out

@@ -8,7 +8,7 @@ import threading
 
 import pytest
 
-from pmemfuse_helpers import MiB, free_blocks, read_file, write_file
+from pmemfuse_helpers import MiB, free_blocks, read_file, wait_free_blocks, write_file
 
 
 def sha(b: bytes) -> str:
@@ -230,7 +230,7 @@ def test_statfs_free_blocks_drop_after_write_and_return_after_delete(mounted):
     assert used >= need, f"only {used} blocks used for a {need}-block file"
     assert used <= need + 64, f"{used} blocks used for a {need}-block file"
     os.unlink(p)
-    after = free_blocks(mounted.mnt)
+    after = wait_free_blocks(mounted.mnt, before)
     assert abs(after - before) <= 8, f"free blocks {before} -> {after} after delete"
     # and the accounting survives a remount
     mounted.remount()
@@ -358,6 +358,7 @@ def test_write_until_enospc_then_delete_recovers(mounted):
     assert err.errno == 28, f"expected ENOSPC, got {err!r}"
     assert written > 100 * MiB, f"ENOSPC after only {written} bytes"
     os.unlink(p)
-    assert abs(free_blocks(mounted.mnt) - before) <= 8
+    after = wait_free_blocks(mounted.mnt, before)
+    assert abs(after - before) <= 8, f"free blocks {before} -> {after} after delete"
     write_file(mounted / "after", b"still works")
     assert read_file(mounted / "after") == b"still works"

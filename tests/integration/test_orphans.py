@@ -3,22 +3,11 @@ crash on the next mount."""
 
 import errno
 import os
-import time
 
-from pmemfuse_helpers import MiB, expect_errno, free_blocks, fsck_check, read_file, write_file
+from pmemfuse_helpers import (MiB, expect_errno, free_blocks, fsck_check, read_file,
+                              wait_free_blocks, write_file)
 
 TOLERANCE = 8  # blocks
-
-
-def wait_free_blocks(path, target, tolerance=TOLERANCE, timeout=10.0) -> int:
-    """Poll statvfs until free blocks are within TOLERANCE of TARGET (release/forget are
-    asynchronous in FUSE); return the last value seen."""
-    deadline = time.monotonic() + timeout
-    while True:
-        cur = free_blocks(path)
-        if abs(cur - target) <= tolerance or time.monotonic() > deadline:
-            return cur
-        time.sleep(0.05)
 
 
 def test_unlinked_open_file_keeps_working_until_close(mounted):
