@@ -13,6 +13,10 @@ namespace pmemfuse::fs {
 namespace {
 
 constexpr size_t kTrimBatch = 256;  // extents freed per transaction by a truncate
+// Extents a write may create or convert per transaction. Each may rewrite up to three
+// extent leaves (12 KiB of log) and add a 32-byte bit record: 64 of them stay under the
+// 1 MiB transaction limit of the smallest journal (4 MiB log, limit = log / 4).
+constexpr uint64_t kWriteBatch = 64;
 alignas(4096) const uint8_t kZeros[256 * 1024] = {};
 
 void add_zeros(std::vector<struct iovec>* iov, uint64_t n) {
@@ -50,16 +54,20 @@ Status Filesystem::read(uint64_t ino, uint64_t off, uint64_t size,
   return {};
 }
 
-// Splits [lo, hi) into segments on media, allocating blocks for holes in tx.
+// Splits [lo, hi) into segments on media, allocating blocks for holes in tx. Stops early
+// once kWriteBatch segments need new metadata, so one transaction stays bounded; returns
+// the segments and sets *end to the first block not covered.
 Result<std::vector<Filesystem::Segment>> Filesystem::map_for_write(Tx& tx, Inode& i, uint64_t lo,
-                                                                    uint64_t hi) {
+                                                                    uint64_t hi, uint64_t* end) {
   std::vector<Segment> segs;
-  uint64_t goal = i.map.goal(lo);
-  for (uint64_t lb = lo; lb < hi;) {
+  uint64_t goal = i.map.goal(lo), fresh = 0;
+  uint64_t lb = lo;
+  while (lb < hi && fresh < kWriteBatch) {
     const Extent* e = i.map.find(lb);
     if (e && e->lblk <= lb) {
       uint64_t n = std::min(hi, e->end()) - lb;
       segs.push_back({lb, n, e->pblk + (lb - e->lblk), e->unwritten, false});
+      fresh += e->unwritten;
       goal = e->pblk + (lb - e->lblk) + n;
       lb += n;
       continue;
@@ -70,8 +78,10 @@ Result<std::vector<Filesystem::Segment>> Filesystem::map_for_write(Tx& tx, Inode
       segs.push_back({lb, r.len, r.start, true, true});
       lb += r.len;
       goal = r.start + r.len;
+      fresh++;
     }
   }
+  *end = lb;
   return segs;
 }
 
@@ -80,13 +90,27 @@ Result<uint64_t> Filesystem::write(uint64_t ino, uint64_t off, const void* data,
   PF_TRY(i, get(ino));
   std::unique_lock lk(i->mu);
   if (!S_ISREG(i->d.mode)) return make_error(Errc::kInvalid, "write to a non-regular file");
-  if (size == 0) return uint64_t(0);
   uint64_t end = off + size;
   if (end > kMaxFileBlocks * kBlockSize || end < off) return make_error(Errc::kFileTooBig, "write beyond 16 TiB");
-  Tx tx(region_);
-  uint64_t lo = off / kBlockSize, hi = (end + kBlockSize - 1) / kBlockSize;
-  PF_TRY(segs, map_for_write(tx, *i, lo, hi));
   auto src = static_cast<const uint8_t*>(data);
+  uint64_t done = 0;
+  while (done < size) {
+    auto n = write_batch_locked(*i, off + done, src + done, size - done);
+    if (!n) {
+      if (done > 0) return done;  // a short write: what was written stays
+      return std::move(n.error());
+    }
+    done += *n;
+  }
+  return done;
+}
+
+// Writes a prefix of [off, off + size) whose new metadata fits one transaction.
+Result<uint64_t> Filesystem::write_batch_locked(Inode& i, uint64_t off, const uint8_t* src, uint64_t size) {
+  Tx tx(region_);
+  uint64_t lo = off / kBlockSize, covered;
+  PF_TRY(segs, map_for_write(tx, i, lo, (off + size + kBlockSize - 1) / kBlockSize, &covered));
+  uint64_t end = std::min(off + size, covered * kBlockSize);
   std::vector<Extent> fresh;
   for (const Segment& s : segs) {
     uint64_t s_lo = s.lblk * kBlockSize, s_hi = (s.lblk + s.len) * kBlockSize;
@@ -101,27 +125,27 @@ Result<uint64_t> Filesystem::write(uint64_t ino, uint64_t off, const void* data,
     region_.write(dev + (a - s_lo), src + (a - off), b - a);
   }
   int64_t t = now();
-  i->d.mtime_ns = i->d.ctime_ns = t;
-  bool grows = end > i->d.size;
+  i.d.mtime_ns = i.d.ctime_ns = t;
+  bool grows = end > i.d.size;
   if (fresh.empty() && !grows) {
     region_.fence();
-    i->times_dirty = true;
-    return size;
+    i.times_dirty = true;
+    return end - off;
   }
-  DiskInode saved = i->d;
-  for (const Segment& s : segs) i->d.blocks += s.allocated ? s.len : 0;
+  DiskInode saved = i.d;
+  for (const Segment& s : segs) i.d.blocks += s.allocated ? s.len : 0;
   for (const Extent& e : fresh) {
     // Converting an unwritten extent returns its own blocks as "removed": they stay mapped.
-    auto removed = i->map.replace(tx, *space_, ino, i->d, e.lblk, e.end(), {e});
+    auto removed = i.map.replace(tx, *space_, i.ino, i.d, e.lblk, e.end(), {e});
     if (!removed) {
-      PF_CHECK(rollback_locked(*i, saved));
+      PF_CHECK(rollback_locked(i, saved));
       return std::move(removed.error());
     }
   }
-  if (grows) i->d.size = end;
-  write_inode(tx, *i);
+  if (grows) i.d.size = end;
+  write_inode(tx, i);
   PF_CHECK(commit(tx));
-  return size;
+  return end - off;
 }
 
 // Puts the in-memory inode back to its state on media after a failed change.
@@ -184,7 +208,8 @@ Status Filesystem::truncate_locked(Inode& i, uint64_t size, int64_t t) {
     write_inode(tx, i);
     return commit(tx);
   }
-  return trim_locked(i, (size + kBlockSize - 1) / kBlockSize, tx, false);
+  // An unlinked file stays in the orphan table until its last release.
+  return trim_locked(i, (size + kBlockSize - 1) / kBlockSize, tx, i.d.nlink == 0);
 }
 
 Status Filesystem::fsync(uint64_t ino, bool datasync) {

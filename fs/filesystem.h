@@ -202,7 +202,8 @@ class Filesystem {
   Status store_symlink(Tx& tx, Inode& i, std::string_view target);
 
   // data (data.cc)
-  Result<std::vector<Segment>> map_for_write(Tx& tx, Inode& i, uint64_t lo, uint64_t hi);
+  Result<std::vector<Segment>> map_for_write(Tx& tx, Inode& i, uint64_t lo, uint64_t hi, uint64_t* end);
+  Result<uint64_t> write_batch_locked(Inode& i, uint64_t off, const uint8_t* src, uint64_t size);
   Status truncate_locked(Inode& i, uint64_t size, int64_t now);
   Status trim_locked(Inode& i, uint64_t from_lblk, Tx& first, bool keep_orphan);
   Status rollback_locked(Inode& i, const DiskInode& saved);

@@ -51,7 +51,7 @@ Status mkfs(mm::Region& region, const MkfsOptions& o) {
   sb.orphan_start = 2;
   sb.orphan_blocks = kOrphanBlocks;
   sb.journal_start = sb.orphan_start + sb.orphan_blocks;
-  sb.journal_blocks = o.journal_blocks ? o.journal_blocks : std::clamp<uint64_t>(bc / 64, 256, 16384);
+  sb.journal_blocks = o.journal_blocks ? o.journal_blocks : std::clamp<uint64_t>(bc / 64, 1025, 16384);
   sb.bitmap_start = sb.journal_start + sb.journal_blocks;
   sb.bitmap_blocks = (bc + kBitsPerBitmapBlock - 1) / kBitsPerBitmapBlock;
   uint64_t meta_end = sb.bitmap_start + sb.bitmap_blocks;

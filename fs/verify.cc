@@ -100,7 +100,8 @@ Status verify_itable_index(const uint8_t* blk, uint64_t bno, const DiskSuper& sb
 
 Status verify_extent(const DiskExtent& e, uint64_t ino, uint64_t block_count, const std::string& where) {
   uint32_t len = e.len_flags & kExtentMaxLen;
-  if (len == 0 || e.pblk == 0 || e.pblk + len > block_count || uint64_t(e.lblk) + len > kMaxFileBlocks) {
+  if (len == 0 || e.pblk == 0 || e.pblk >= block_count || len > block_count - e.pblk ||
+      uint64_t(e.lblk) + len > kMaxFileBlocks) {
     return corrupt("inode " + std::to_string(ino) + ": " + where + " extent {lblk " +
                    std::to_string(e.lblk) + ", pblk " + std::to_string(e.pblk) + ", len " +
                    std::to_string(len) + "} out of range");

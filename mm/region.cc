@@ -88,7 +88,7 @@ Result<std::pair<uint8_t*, uint64_t>> map_aligned(int fd, uint64_t len, uint64_t
 }  // namespace
 
 Result<uint64_t> parse_size(const std::string& s) {
-  if (s.empty()) return make_error(Errc::kInvalid, "empty size");
+  if (s.empty() || s[0] < '0' || s[0] > '9') return make_error(Errc::kInvalid, "bad size '" + s + "'");
   size_t pos = 0;
   unsigned long long v = 0;
   try {
