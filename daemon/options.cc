@@ -70,15 +70,8 @@ const std::vector<Spec>& specs() {
        }},
       {"emulate_devdax", "ALIGN", "off", "apply device-dax rules (mapping alignment, no resize) to an image file; ALIGN defaults to 2M",
        [](Options& o, const std::string& v) -> Status {
-         if (v.empty()) {
-           o.emulate_devdax = mm::kDevDaxDefaultAlign;
-           return {};
-         }
-         auto a = mm::parse_size(v);
-         if (!a || *a < 4096 || (*a & (*a - 1))) {
-           return make_error(Errc::kInvalid, "bad value '" + v + "' for emulate_devdax (a power of two >= 4K)");
-         }
-         o.emulate_devdax = *a;
+         PF_TRY(a, mm::parse_alignment(v));
+         o.emulate_devdax = a;
          return {};
        }},
   };

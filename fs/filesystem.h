@@ -196,7 +196,7 @@ class Filesystem {
   Result<Attr> create_node(uint64_t parent, std::string_view name, uint32_t mode, uint32_t rdev,
                            const Caller& c, std::string_view symlink_target);
   Status remove_entry(uint64_t parent, std::string_view name, bool want_dir);
-  Status unlinked_locked(Tx& tx, const InodeRef& victim);
+  Status drop_link_locked(Tx& tx, const InodeRef& victim);
   Status after_unlink(const InodeRef& victim);
   Result<bool> is_ancestor(uint64_t anc, uint64_t ino);
   Status store_symlink(Tx& tx, Inode& i, std::string_view target);

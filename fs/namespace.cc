@@ -170,10 +170,16 @@ Result<Attr> Filesystem::link(uint64_t ino, uint64_t parent, std::string_view na
   return attr_of(*i);
 }
 
-// The victim lost its last link in tx: the orphan table keeps it until it is freed.
-Status Filesystem::unlinked_locked(Tx& tx, const InodeRef& victim) {
+// Removes one name of the victim (a directory's only one). An inode left with no name
+// enters the orphan table in tx and stays there until it is freed; if the table is full
+// nothing changes.
+Status Filesystem::drop_link_locked(Tx& tx, const InodeRef& victim) {
+  uint32_t old = victim->d.nlink;
+  victim->d.nlink = S_ISDIR(victim->d.mode) ? 0 : old - 1;
   if (victim->d.nlink != 0) return {};
-  return orphan_add(tx, *victim);
+  Status s = orphan_add(tx, *victim);
+  if (!s) victim->d.nlink = old;
+  return s;
 }
 
 Status Filesystem::after_unlink(const InodeRef& victim) {
@@ -198,11 +204,7 @@ Status Filesystem::remove_entry(uint64_t parent, std::string_view name, bool wan
     if (is_dir && v->d.entries) return make_error(Errc::kNotEmpty, std::string(name));
     int64_t t = now();
     Tx tx(region_);
-    v->d.nlink = is_dir ? 0 : v->d.nlink - 1;
-    if (Status s = unlinked_locked(tx, v); !s) {
-      v->d.nlink = is_dir ? 2 : v->d.nlink + 1;
-      return s;
-    }
+    PF_CHECK(drop_link_locked(tx, v));
     p->dir->remove(tx, p->map, *e, name);
     p->d.entries--;
     if (is_dir) p->d.nlink--;
@@ -284,11 +286,7 @@ Status Filesystem::rename(uint64_t parent, std::string_view name, uint64_t newpa
       }
       d->d.ctime_ns = t;
     } else if (d) {
-      d->d.nlink = d_dir ? 0 : d->d.nlink - 1;
-      if (Status st = unlinked_locked(tx, d); !st) {
-        d->d.nlink = d_dir ? 2 : d->d.nlink + 1;
-        return st;
-      }
+      PF_CHECK(drop_link_locked(tx, d));
       p1->dir->remove(tx, p1->map, *se, name);
       p1->d.entries--;
       p2->dir->retarget(tx, p2->map, *de, s->ino, dtype(s->d.mode));

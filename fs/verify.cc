@@ -109,6 +109,19 @@ Status verify_extent(const DiskExtent& e, uint64_t ino, uint64_t block_count, co
   return {};
 }
 
+// Each extent in range, sorted by file block and not overlapping the one before.
+static Status verify_extent_list(const DiskExtent* e, uint32_t n, uint64_t ino, uint64_t block_count,
+                                 const std::string& where) {
+  for (uint32_t i = 0; i < n; i++) {
+    PF_CHECK(verify_extent(e[i], ino, block_count, where));
+    if (i > 0 && uint64_t(e[i - 1].lblk) + (e[i - 1].len_flags & kExtentMaxLen) > e[i].lblk) {
+      return corrupt("inode " + std::to_string(ino) + ": " + where + " extents overlap or are unsorted at " +
+                     std::to_string(i));
+    }
+  }
+  return {};
+}
+
 Status verify_inode(const DiskInode& d, uint64_t ino, uint64_t block_count) {
   std::string n = "inode " + std::to_string(ino);
   if (d.crc != inode_crc(d)) return corrupt(n + ": crc mismatch");
@@ -125,12 +138,7 @@ Status verify_inode(const DiskInode& d, uint64_t ino, uint64_t block_count) {
     }
   } else if (!inl) {
     if (d.nextents > kInlineExtents) return corrupt(n + ": nextents " + std::to_string(d.nextents) + " inline");
-    for (uint32_t i = 0; i < d.nextents; i++) {
-      PF_CHECK(verify_extent(d.map.extents[i], ino, block_count, "inline"));
-      if (i > 0 && uint64_t(d.map.extents[i - 1].lblk) + (d.map.extents[i - 1].len_flags & kExtentMaxLen) > d.map.extents[i].lblk) {
-        return corrupt(n + ": inline extents overlap or are unsorted");
-      }
-    }
+    PF_CHECK(verify_extent_list(d.map.extents, d.nextents, ino, block_count, "inline"));
   }
   return {};
 }
@@ -144,13 +152,7 @@ Status verify_leaf(const uint8_t* blk, uint64_t bno, uint64_t owner, uint64_t bl
   if (l.owner != owner) return corrupt(n + ": owner " + std::to_string(l.owner));
   if (l.count == 0 || l.count > kLeafExtents) return corrupt(n + ": count " + std::to_string(l.count));
   if (l.next >= block_count) return corrupt(n + ": next out of range");
-  for (uint32_t i = 0; i < l.count; i++) {
-    PF_CHECK(verify_extent(l.extents[i], owner, block_count, "leaf " + std::to_string(bno)));
-    if (i > 0 && uint64_t(l.extents[i - 1].lblk) + (l.extents[i - 1].len_flags & kExtentMaxLen) > l.extents[i].lblk) {
-      return corrupt(n + ": extents overlap or are unsorted at " + std::to_string(i));
-    }
-  }
-  return {};
+  return verify_extent_list(l.extents, l.count, owner, block_count, "leaf " + std::to_string(bno));
 }
 
 Status verify_dir_block(const uint8_t* blk, uint64_t bno, uint64_t owner, uint64_t lblk) {

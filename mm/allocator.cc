@@ -52,6 +52,7 @@ bool BlockAllocator::take_aligned_locked(uint64_t n, uint64_t align, Run* out) {
 }
 
 Result<std::vector<Run>> BlockAllocator::alloc(uint64_t n, uint64_t goal) {
+  if (n == 0) return make_error(Errc::kInvalid, "allocation of 0 blocks");
   std::lock_guard lk(mu_);
   if (n > free_) {
     return make_error(Errc::kNoSpace, "need " + std::to_string(n) + " blocks, " +
@@ -81,6 +82,7 @@ Result<std::vector<Run>> BlockAllocator::alloc(uint64_t n, uint64_t goal) {
 }
 
 Result<Run> BlockAllocator::alloc_contig(uint64_t n, uint64_t align) {
+  if (n == 0) return make_error(Errc::kInvalid, "allocation of 0 blocks");
   std::lock_guard lk(mu_);
   Run r;
   if (!take_aligned_locked(n, align ? align : 1, &r)) {

@@ -108,6 +108,15 @@ Result<uint64_t> parse_size(const std::string& s) {
   return static_cast<uint64_t>(v * mul);
 }
 
+Result<uint64_t> parse_alignment(const std::string& s) {
+  if (s.empty()) return kDevDaxDefaultAlign;
+  auto a = parse_size(s);
+  if (!a || *a < kPageSize || (*a & (*a - 1))) {
+    return make_error(Errc::kInvalid, "bad alignment '" + s + "' (a power of two of at least 4K, e.g. 2M)");
+  }
+  return a;
+}
+
 Status Region::create_file(const std::string& path, uint64_t size) {
   int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
   if (fd < 0) return make_error(Errc::kIo, errno_text("open", path));

@@ -78,5 +78,8 @@ class Region {
 
 // Parses "2G", "512M", "4096", "64k" into bytes.
 Result<uint64_t> parse_size(const std::string& s);
+// A device-dax mapping alignment: a size that is a power of two of at least 4 KiB;
+// empty means kDevDaxDefaultAlign.
+Result<uint64_t> parse_alignment(const std::string& s);
 
 }  // namespace pmemfuse::mm

@@ -1,13 +1,13 @@
 // tools/fsck.pmemfuse: check a pmemfuse filesystem. Exit codes as fsck(8): 0 clean,
 // 1 errors corrected (the journal was replayed), 4 errors left uncorrected,
 // 8 operational error, 16 usage error.
-#include <CLI/CLI.hpp>
 
 #include <cstdio>
 #include <string>
 
 #include "fs/check.h"
 #include "mm/region.h"
+#include "tools/cli.h"
 
 namespace {
 
@@ -31,26 +31,14 @@ int main(int argc, char** argv) {
   app.add_flag("-p,-a", preen, "repair what is safe without asking (preen)");
   app.add_flag("-f", force, "check even if the filesystem seems clean (always done)");
   app.add_flag("-v", verbose, "list every problem and a summary");
-  app.add_option("--emulate-devdax", devdax_s, "apply device-dax rules to an image file (alignment, default 2M)")
-      ->expected(0, 1)->default_str("2M");
+  tools::add_devdax_option(app, &devdax_s);
   app.set_version_flag("-V,--version", "fsck.pmemfuse 0.1.0 (format v1)");
-  try {
-    app.parse(argc, argv);
-  } catch (const CLI::CallForHelp& e) {
-    return app.exit(e);
-  } catch (const CLI::CallForVersion& e) {
-    return app.exit(e);
-  } catch (const CLI::ParseError& e) {
-    return fail(std::string(e.what()) + " (see fsck.pmemfuse --help)", kUsage);
-  }
+  if (int rc = tools::parse_args(app, argc, argv, kUsage); rc >= 0) return rc;
   if (no && (yes || preen)) return fail("-n cannot be combined with -y or -p", kUsage);
-  mm::RegionOptions ro;
+  auto opts = tools::region_options(app, devdax_s);
+  if (!opts) return fail(opts.error().msg, kUsage);
+  mm::RegionOptions ro = *opts;
   ro.private_copy = no;
-  if (app.count("--emulate-devdax")) {
-    auto a = mm::parse_size(devdax_s.empty() ? "2M" : devdax_s);
-    if (!a || *a < 4096 || (*a & (*a - 1))) return fail("--emulate-devdax: alignment must be a power of two >= 4K", kUsage);
-    ro.emulate_devdax_align = *a;
-  }
   auto region = mm::Region::open(device, ro);
   if (!region) return fail(region.error().msg, kOperational);
   auto rep = fs::check_image(*region);

@@ -1,6 +1,5 @@
 // tools/mkfs.cc: mkfs.pmemfuse: write an empty pmemfuse filesystem on an image file or a
 // device-dax device.
-#include <CLI/CLI.hpp>
 
 #include <cstdio>
 #include <cstring>
@@ -9,6 +8,7 @@
 #include "fs/filesystem.h"
 #include "fs/format.h"
 #include "mm/region.h"
+#include "tools/cli.h"
 
 namespace {
 
@@ -35,25 +35,13 @@ int main(int argc, char** argv) {
   app.add_option("-L,--label", label, "volume label (up to 31 bytes)");
   app.add_flag("-f,--force", force, "overwrite an existing pmemfuse filesystem");
   app.add_flag("-q,--quiet", quiet, "print nothing on success");
-  app.add_option("--emulate-devdax", devdax_s, "apply device-dax rules to an image file (alignment, default 2M)")
-      ->expected(0, 1)->default_str("2M");
+  tools::add_devdax_option(app, &devdax_s);
   app.set_version_flag("-V,--version", "mkfs.pmemfuse 0.1.0 (format v1)");
-  try {
-    app.parse(argc, argv);
-  } catch (const CLI::CallForHelp& e) {
-    return app.exit(e);
-  } catch (const CLI::CallForVersion& e) {
-    return app.exit(e);
-  } catch (const CLI::ParseError& e) {
-    return fail(std::string(e.what()) + " (see mkfs.pmemfuse --help)", 2);
-  }
+  if (int rc = tools::parse_args(app, argc, argv, 2); rc >= 0) return rc;
   if (label.size() > 31) return fail("label longer than 31 bytes", 2);
-  mm::RegionOptions ro;
-  if (app.count("--emulate-devdax")) {
-    auto a = mm::parse_size(devdax_s.empty() ? "2M" : devdax_s);
-    if (!a || *a < 4096 || (*a & (*a - 1))) return fail("--emulate-devdax: alignment must be a power of two >= 4K", 2);
-    ro.emulate_devdax_align = *a;
-  }
+  auto opts = tools::region_options(app, devdax_s);
+  if (!opts) return fail(opts.error().msg, 2);
+  mm::RegionOptions ro = *opts;
   if (!size_s.empty()) {
     auto size = mm::parse_size(size_s);
     if (!size) return fail("--size: " + size.error().msg, 2);

@@ -6,7 +6,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 tools/deps.sh
 tools/build.sh build
-tools/build.sh build-asan -Db_sanitize=address,undefined -Db_lundef=false
+# The sanitizer build needs only the unit tests. GCC 12 reports a false
+# -Wmaybe-uninitialized inside libstdc++'s <regex> (pulled in by Catch2) once
+# sanitizers are on, so that one warning is off there; every other stays an error.
+[ -f build-asan/build.ninja ] || meson setup build-asan -Db_sanitize=address,undefined \
+  -Db_lundef=false -Doptimization=1 -Dcpp_args=-Wno-maybe-uninitialized >/dev/null
+ninja -C build-asan tests/unit_tests
 echo "== unit tests"
 build/tests/unit_tests
 echo "== unit tests (address, undefined sanitizers)"

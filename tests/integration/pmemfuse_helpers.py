@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import errno
 import os
+import signal
 import shutil
 import subprocess
 import tempfile
@@ -560,3 +561,43 @@ def find_daemon_pids(image) -> list[int]:
         if args and os.path.basename(args[0]) == b"pmemfuse" and img in args:
             pids.append(int(d))
     return pids
+
+
+def kill_image_daemons_and_unmount(image, mnt) -> None:
+    """Cleanup for tests that start daemons outside Mount: SIGKILL every daemon serving
+    image, drop the mount and remove the mountpoint."""
+    for pid in find_daemon_pids(image):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    if is_fuse_mounted(mnt):
+        lazy_unmount(mnt)
+    try:
+        os.rmdir(mnt)
+    except OSError:
+        pass
+
+
+def write_until_error(fd, chunk: bytes, max_writes: int):
+    """Writes chunk up to max_writes times, then fsyncs; returns (bytes written, the first
+    OSError or None). With write-back caching the error may only surface at fsync."""
+    written, err = 0, None
+    try:
+        for _ in range(max_writes):
+            try:
+                written += os.write(fd, chunk)
+            except OSError as e:
+                err = e
+                break
+        if err is None:
+            try:
+                os.fsync(fd)
+            except OSError as e:
+                err = e
+    finally:
+        try:
+            os.close(fd)
+        except OSError as e:
+            err = err or e
+    return written, err

@@ -3,12 +3,11 @@ never a crash, never a hang."""
 
 import os
 import random
-import signal
 
 import pytest
 
-from pmemfuse_helpers import (DAEMON, FSCK, MKFS, MiB, Mount, MountError, assert_no_crash,
-                              find_daemon_pids, fsck, is_fuse_mounted, lazy_unmount,
+from pmemfuse_helpers import (DAEMON, FSCK, MKFS, MiB, Mount, MountError, assert_no_crash, fsck,
+                              is_fuse_mounted, kill_image_daemons_and_unmount, lazy_unmount,
                               make_mountpoint, mkfs, new_image_path, remove_quietly, require,
                               run)
 
@@ -31,17 +30,7 @@ def scratch():
     img = new_image_path()
     mnt = make_mountpoint()
     yield img, mnt
-    for pid in find_daemon_pids(img):
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-    if is_fuse_mounted(mnt):
-        lazy_unmount(mnt)
-    try:
-        os.rmdir(mnt)
-    except OSError:
-        pass
+    kill_image_daemons_and_unmount(img, mnt)
     remove_quietly(img)
 
 

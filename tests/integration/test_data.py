@@ -8,7 +8,8 @@ import threading
 
 import pytest
 
-from pmemfuse_helpers import MiB, free_blocks, read_file, wait_free_blocks, write_file
+from pmemfuse_helpers import (MiB, free_blocks, read_file, wait_free_blocks, write_file,
+                              write_until_error)
 
 
 def sha(b: bytes) -> str:
@@ -335,25 +336,7 @@ def test_write_until_enospc_then_delete_recovers(mounted):
     p = mounted / "fill"
     chunk = os.urandom(MiB)
     fd = os.open(p, os.O_CREAT | os.O_WRONLY, 0o644)
-    written = 0
-    err = None
-    try:
-        for _ in range(400):
-            try:
-                written += os.write(fd, chunk)
-            except OSError as e:
-                err = e
-                break
-        if err is None:  # with write-back caching the error may surface here
-            try:
-                os.fsync(fd)
-            except OSError as e:
-                err = e
-    finally:
-        try:
-            os.close(fd)
-        except OSError as e:
-            err = err or e
+    written, err = write_until_error(fd, chunk, 400)
     assert err is not None, "wrote 400 MiB into a 256 MiB image without ENOSPC"
     assert err.errno == 28, f"expected ENOSPC, got {err!r}"
     assert written > 100 * MiB, f"ENOSPC after only {written} bytes"

@@ -6,7 +6,7 @@ import struct
 
 import pytest
 
-from pmemfuse_helpers import MiB, fsck, mkfs, read_file, write_file
+from pmemfuse_helpers import MiB, fsck, mkfs, read_file, write_file, write_until_error
 
 ODD_SIZE = 65 * MiB + 12 * 1024   # not a multiple of 2 MiB
 ROUNDED = 64 * MiB
@@ -76,24 +76,7 @@ def test_devdax_fill_to_enospc_stays_within_rounded_size(odd_image, mount_factor
     m = mount_factory(odd_image, args=["-o", "emulate_devdax"])
     chunk = os.urandom(MiB)
     fd = os.open(m / "fill", os.O_CREAT | os.O_WRONLY, 0o644)
-    err = None
-    try:
-        for _ in range(100):
-            try:
-                os.write(fd, chunk)
-            except OSError as e:
-                err = e
-                break
-        if err is None:
-            try:
-                os.fsync(fd)
-            except OSError as e:
-                err = e
-    finally:
-        try:
-            os.close(fd)
-        except OSError as e:
-            err = err or e
+    _, err = write_until_error(fd, chunk, 100)
     assert err is not None and err.errno == 28, f"expected ENOSPC, got {err!r}"
     m.unmount()
     with open(odd_image, "rb") as f:

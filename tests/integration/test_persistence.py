@@ -8,9 +8,9 @@ import time
 
 import pytest
 
-from pmemfuse_helpers import (DAEMON, FUSERMOUNT, diff_snapshots, expect_errno,
-                              find_daemon_pids, fsck, fsck_check, is_fuse_mounted, lazy_unmount, make_mountpoint,
-                              read_file, require, run, snapshot, write_file)
+from pmemfuse_helpers import (DAEMON, FUSERMOUNT, diff_snapshots, expect_errno, find_daemon_pids,
+                              fsck, fsck_check, is_fuse_mounted, kill_image_daemons_and_unmount,
+                              make_mountpoint, read_file, require, run, snapshot, write_file)
 
 SRC_TREE = "/usr/include"
 
@@ -199,17 +199,7 @@ def test_daemonized_mount_returns_once_mounted_and_exits_on_unmount(image):
         assert not find_daemon_pids(image), "daemon still running 30 s after unmount"
         assert_fsck_clean(image)
     finally:
-        for pid in find_daemon_pids(image):
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        if is_fuse_mounted(mnt):
-            lazy_unmount(mnt)
-        try:
-            os.rmdir(mnt)
-        except OSError:
-            pass
+        kill_image_daemons_and_unmount(image, mnt)
 
 
 def test_fsck_clean_after_normal_unmount_of_fresh_image(mounted, image):

@@ -524,3 +524,15 @@ TEST_CASE("allocator: concurrent allocs and frees never hand out a block twice",
   REQUIRE(all.ok());
   CHECK(*all == Run{0, N});
 }
+
+TEST_CASE("allocator: zero-block requests are refused and leave runs merged", "[mm][allocator]") {
+  BlockAllocator a;
+  a.add_free({3, 100});
+  auto z = a.alloc_contig(0, 8);
+  REQUIRE_FALSE(z.ok());
+  CHECK(z.error().code == Errc::kInvalid);
+  CHECK_FALSE(a.alloc(0, 0).ok());
+  auto r = a.alloc_contig(100, 1);
+  REQUIRE(r.ok());
+  CHECK(*r == Run{3, 100});
+}
