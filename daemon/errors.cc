@@ -27,6 +27,8 @@ int to_errno(Errc c) {
     case Errc::kNotSupported: return EOPNOTSUPP;
     case Errc::kBusy: return EBUSY;
     case Errc::kCrossDevice: return EXDEV;
+    case Errc::kAccess: return EACCES;
+    case Errc::kNoOffset: return ENXIO;
   }
   return EIO;
 }

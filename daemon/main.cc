@@ -111,6 +111,8 @@ int run(int argc, char** argv) {
   if (!region) return fail(region.error().msg);
   fs::MountOptions mo;
   mo.read_only = o.read_only;
+  mo.acl = o.acl;
+  mo.atime = o.atime;
   auto fs = fs::Filesystem::mount(std::move(*region), mo);
   if (!fs) return fail(fs.error().msg);
   if ((*fs)->info().replayed) spdlog::info("{}: replayed {} journal transactions", o.device, (*fs)->info().replayed);

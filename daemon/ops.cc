@@ -54,7 +54,9 @@ fuse_entry_param to_entry(fuse_req_t req, const fs::Attr& a) {
 
 fs::Caller caller(fuse_req_t req) {
   const fuse_ctx* c = fuse_req_ctx(req);
-  return {c->uid, c->gid};
+  // On acl mounts the kernel does not apply the umask (FUSE_CAP_DONT_MASK): the filesystem
+  // decides between it and a default ACL.
+  return {c->uid, c->gid, ctx(req).opts->acl ? uint32_t(c->umask) : 0u};
 }
 
 void reply_entry(fuse_req_t req, Reply& r, const Result<fs::Attr>& a) {
@@ -63,10 +65,20 @@ void reply_entry(fuse_req_t req, Reply& r, const Result<fs::Attr>& a) {
 }
 
 void op_init(void* userdata, fuse_conn_info* conn) {
-  (void)userdata;
+  const Options& o = *static_cast<Context*>(userdata)->opts;
   conn->time_gran = 1;
   if (conn->capable & FUSE_CAP_EXPORT_SUPPORT) conn->want |= FUSE_CAP_EXPORT_SUPPORT;
   conn->want &= ~FUSE_CAP_WRITEBACK_CACHE;
+  // The kernel clears setuid/setgid on write, truncate and chown by itself (as for ext4)
+  // when we do not claim to.
+  conn->want &= ~FUSE_CAP_HANDLE_KILLPRIV;
+  if (o.acl) {
+    if (!(conn->capable & FUSE_CAP_POSIX_ACL)) {
+      spdlog::warn("the kernel offers no POSIX ACL support; -o acl has no effect");
+    } else {
+      conn->want |= FUSE_CAP_POSIX_ACL | FUSE_CAP_DONT_MASK;
+    }
+  }
 }
 
 void op_lookup(fuse_req_t req, fuse_ino_t parent, const char* name) {
@@ -181,9 +193,13 @@ void op_open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
     auto t = fsys(req).setattr(ino, s);
     if (!t) return r.error(t.error());
   }
-  if (Status s = fsys(req).open(ino); !s) return r.error(s.error());
+  fs::Filesystem& fs = fsys(req);  // req is freed by the reply
+  if (Status s = fs.open(ino); !s) return r.error(s.error());
   fi->keep_cache = 1;  // data changes only through this mount, which keeps the cache coherent
   r.open(fi);
+  // The kernel never updates atime on FUSE and serves cached reads itself: a reader's
+  // open is where relatime can see the access.
+  if ((fi->flags & O_ACCMODE) != O_WRONLY) fs.touch_atime(ino);
 }
 
 void op_create(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode, fuse_file_info* fi) {
@@ -201,11 +217,33 @@ void op_create(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode,
 
 void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info*) {
   Reply r(req);
-  Status s = fsys(req).read(ino, uint64_t(off), size, [&](const struct iovec* v, int n) {
+  fs::Filesystem& fs = fsys(req);  // req is freed by the reply
+  Status s = fs.read(ino, uint64_t(off), size, [&](const struct iovec* v, int n) {
     if (n == 0) r.buf(nullptr, 0);
     else r.iov(v, n);
   });
-  if (!s) r.error(s.error());
+  if (!s) return r.error(s.error());
+  fs.touch_atime(ino);
+}
+
+void op_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t off, off_t len, fuse_file_info*) {
+  Reply r(req);
+  uint32_t m = 0;
+  if (mode & FALLOC_FL_KEEP_SIZE) m |= fs::Filesystem::kFallocKeepSize;
+  if (mode & FALLOC_FL_PUNCH_HOLE) m |= fs::Filesystem::kFallocPunchHole;
+  if (mode & FALLOC_FL_ZERO_RANGE) m |= fs::Filesystem::kFallocZeroRange;
+  if (mode & ~(FALLOC_FL_KEEP_SIZE | FALLOC_FL_PUNCH_HOLE | FALLOC_FL_ZERO_RANGE)) return r.err(EOPNOTSUPP);
+  if (off < 0 || len <= 0) return r.err(EINVAL);
+  reply_status(r, fsys(req).fallocate(ino, m, uint64_t(off), uint64_t(len)));
+}
+
+void op_lseek(fuse_req_t req, fuse_ino_t ino, off_t off, int whence, fuse_file_info*) {
+  Reply r(req);
+  if (whence != SEEK_DATA && whence != SEEK_HOLE) return r.err(EINVAL);
+  if (off < 0) return r.err(ENXIO);
+  auto pos = fsys(req).seek_data(ino, uint64_t(off), whence == SEEK_HOLE);
+  if (!pos) return r.error(pos.error());
+  r.lseek(off_t(*pos));
 }
 
 void op_write(fuse_req_t req, fuse_ino_t ino, const char* buf, size_t size, off_t off, fuse_file_info*) {
@@ -241,9 +279,10 @@ void op_opendir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
 
 void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, bool plus) {
   Reply r(req);
+  fs::Filesystem& fs = fsys(req);  // req is freed by the reply
   std::vector<char> buf(size);
   size_t used = 0;
-  Status s = fsys(req).readdir(ino, uint64_t(off), plus, [&](std::string_view name, const fs::Attr& a, uint64_t next) {
+  Status s = fs.readdir(ino, uint64_t(off), plus, [&](std::string_view name, const fs::Attr& a, uint64_t next) {
     std::string n(name);
     size_t need;
     if (plus) {
@@ -262,6 +301,7 @@ void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, bool plu
   });
   if (!s && used == 0) return r.error(s.error());
   r.buf(buf.data(), used);
+  fs.touch_atime(ino);
 }
 
 void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info*) {
@@ -296,13 +336,8 @@ void op_statfs(fuse_req_t req, fuse_ino_t) {
   r.statfs(v);
 }
 
-// POSIX ACLs are not enforced yet: refusing them makes cp -a, tar and rsync fall back to
-// chmod instead of storing an ACL that would not change the mode.
-bool posix_acl_name(const char* name) { return std::strncmp(name, "system.posix_acl_", 17) == 0; }
-
 void op_setxattr(fuse_req_t req, fuse_ino_t ino, const char* name, const char* value, size_t size, int flags) {
   Reply r(req);
-  if (posix_acl_name(name)) return r.err(EOPNOTSUPP);
   fs::XattrFlags f{(flags & XATTR_CREATE) != 0, (flags & XATTR_REPLACE) != 0};
   reply_status(r, fsys(req).setxattr(ino, name, std::string_view(value, size), f));
 }
@@ -315,7 +350,6 @@ void reply_sized(Reply& r, size_t size, const std::string& data) {
 
 void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char* name, size_t size) {
   Reply r(req);
-  if (posix_acl_name(name)) return r.err(EOPNOTSUPP);
   auto v = fsys(req).getxattr(ino, name);
   if (!v) return r.error(v.error());
   reply_sized(r, size, *v);
@@ -323,7 +357,8 @@ void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char* name, size_t size) 
 
 void op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size) {
   Reply r(req);
-  auto names = fsys(req).listxattr(ino);
+  // As the VFS does for ext4: trusted.* is visible only to CAP_SYS_ADMIN (root here).
+  auto names = fsys(req).listxattr(ino, fuse_req_ctx(req)->uid == 0);
   if (!names) return r.error(names.error());
   std::string all;
   for (const std::string& n : *names) all += n + '\0';
@@ -332,7 +367,6 @@ void op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size) {
 
 void op_removexattr(fuse_req_t req, fuse_ino_t ino, const char* name) {
   Reply r(req);
-  if (posix_acl_name(name)) return r.err(EOPNOTSUPP);
   reply_status(r, fsys(req).removexattr(ino, name));
 }
 
@@ -369,6 +403,8 @@ fuse_lowlevel_ops make_ops() {
   o.getxattr = op_getxattr;
   o.listxattr = op_listxattr;
   o.removexattr = op_removexattr;
+  o.fallocate = op_fallocate;
+  o.lseek = op_lseek;
   return o;
 }
 

@@ -35,6 +35,14 @@ const std::vector<Spec>& specs() {
       {"rw", nullptr, "on", "mount read-write", [](Options& o, const std::string&) { o.read_only = false; return Status{}; }},
       {"allow_other", nullptr, "off", "let users other than the mounter access the files",
        [](Options& o, const std::string&) { o.allow_other = true; return Status{}; }},
+      {"acl", nullptr, "off", "store POSIX ACLs (system.posix_acl_*) and have the kernel enforce them",
+       [](Options& o, const std::string&) { o.acl = true; return Status{}; }},
+      {"noacl", nullptr, "on", "no POSIX ACLs: setting one fails with EOPNOTSUPP",
+       [](Options& o, const std::string&) { o.acl = false; return Status{}; }},
+      {"noatime", nullptr, "off", "never update access times",
+       [](Options& o, const std::string&) { o.atime = false; return Status{}; }},
+      {"relatime", nullptr, "on", "update the access time when it is older than the modification or change time, or a day old",
+       [](Options& o, const std::string&) { o.atime = true; return Status{}; }},
       {"clone_fd", nullptr, "off", "one /dev/fuse descriptor per worker thread",
        [](Options& o, const std::string&) { o.clone_fd = true; return Status{}; }},
       {"max_threads", "N", "10", "most worker threads",
@@ -81,7 +89,7 @@ const std::vector<Spec>& specs() {
 // Generic mount(8) options that mount.fuse3 may pass; they have no meaning here.
 bool generic_mount_option(const std::string& n) {
   static const char* names[] = {"defaults", "dev", "nodev", "suid", "nosuid", "exec", "noexec",
-                                "atime", "noatime", "relatime", "strictatime", "async", "sync",
+                                "atime", "async", "sync",
                                 "auto", "noauto", "nofail", "_netdev", "default_permissions"};
   for (const char* g : names)
     if (n == g) return true;

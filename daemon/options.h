@@ -19,6 +19,8 @@ struct Options {
   bool read_only = false;
   bool allow_other = false;
   bool clone_fd = false;
+  bool acl = false;    // POSIX ACLs stored and enforced
+  bool atime = true;   // relatime; noatime turns atime updates off
   unsigned max_threads = 10;
   double attr_timeout = 1.0;   // seconds the kernel may cache attributes
   double entry_timeout = 1.0;  // seconds the kernel may cache names

@@ -62,6 +62,9 @@ void Reply::statfs(const struct statvfs& s) {
 void Reply::xattr_size(size_t size) {
   if (claim()) fuse_reply_xattr(req_, size);
 }
+void Reply::lseek(off_t off) {
+  if (claim()) fuse_reply_lseek(req_, off);
+}
 void Reply::none() {
   if (claim()) fuse_reply_none(req_);
 }

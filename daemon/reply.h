@@ -30,6 +30,7 @@ class Reply {
   void readlink(const char* target);
   void statfs(const struct statvfs& s);
   void xattr_size(size_t size);
+  void lseek(off_t off);
   void none();  // forget: no reply is sent, the request is finished
 
  private:

@@ -73,7 +73,15 @@ Result<std::vector<Filesystem::Segment>> Filesystem::map_for_write(Tx& tx, Inode
       continue;
     }
     uint64_t n = (e ? std::min(hi, e->lblk) : hi) - lb;
-    PF_TRY(runs, space_->alloc(tx, n, goal));
+    auto got = space_->alloc(tx, n, goal);
+    if (!got && got.error().code == Errc::kNoSpace) {
+      // Near a full device, write what fits: a short write, as POSIX and ext4 do.
+      if (!segs.empty()) break;
+      uint64_t left = space_->free_blocks();
+      if (left > 0 && left < n) got = space_->alloc(tx, left, goal);
+    }
+    if (!got) return std::move(got.error());
+    auto& runs = *got;
     for (const mm::Run& r : runs) {
       segs.push_back({lb, r.len, r.start, true, true});
       lb += r.len;
@@ -219,6 +227,138 @@ Status Filesystem::fsync(uint64_t ino, bool datasync) {
   if (!read_only_ && !failed_) PF_CHECK(flush_times_locked(*i));
   region_.fence();
   return {};
+}
+
+}  // namespace pmemfuse::fs
+
+namespace pmemfuse::fs {
+
+// Zeros the bytes of [off, end) that share a block with bytes outside it, where those
+// blocks hold written data; whole blocks are left to the caller.
+void Filesystem::zero_partial_blocks(Inode& i, uint64_t off, uint64_t end) {
+  auto zero = [&](uint64_t a, uint64_t b) {
+    if (a >= b) return;
+    const Extent* e = i.map.find(a / kBlockSize);
+    if (!e || e->lblk > a / kBlockSize || e->unwritten) return;
+    region_.zero((e->pblk + (a / kBlockSize - e->lblk)) * kBlockSize + a % kBlockSize, b - a);
+  };
+  uint64_t head_end = std::min(end, (off + kBlockSize - 1) / kBlockSize * kBlockSize);
+  zero(off, head_end);
+  uint64_t tail_start = std::max(head_end, end / kBlockSize * kBlockSize);
+  zero(tail_start, end);
+}
+
+// Gives every block of [lo, hi) storage as unwritten extents (reads as zeros). With
+// zero, written blocks are turned unwritten too (ZERO_RANGE); otherwise they stay.
+Status Filesystem::prealloc_locked(Inode& i, uint64_t lo, uint64_t hi, bool zero) {
+  for (uint64_t lb = lo; lb < hi;) {
+    Tx tx(region_);
+    uint64_t covered;
+    PF_TRY(segs, map_for_write(tx, i, lb, hi, &covered));
+    DiskInode saved = i.d;
+    for (const Segment& s : segs) {
+      bool change = s.allocated || (zero && !s.fresh);
+      if (!change) continue;
+      if (s.allocated) i.d.blocks += s.len;
+      auto removed = i.map.replace(tx, *space_, i.ino, i.d, s.lblk, s.lblk + s.len, {{s.lblk, s.len, s.pblk, true}});
+      if (!removed) {
+        PF_CHECK(rollback_locked(i, saved));
+        return std::move(removed.error());
+      }
+    }
+    write_inode(tx, i);
+    PF_CHECK(commit(tx));
+    lb = covered;
+  }
+  return {};
+}
+
+// Frees the blocks of [lo, hi), kTrimBatch extents per transaction.
+Status Filesystem::punch_locked(Inode& i, uint64_t lo, uint64_t hi) {
+  while (lo < hi) {
+    const Extent* e = i.map.find(lo);
+    if (!e || e->lblk >= hi) return {};
+    uint64_t stop = hi;
+    size_t n = 0;
+    for (auto it = i.map.extents().lower_bound(e->lblk); it != i.map.extents().end() && it->first < hi; ++it) {
+      if (++n > kTrimBatch) {
+        stop = it->first;
+        break;
+      }
+    }
+    Tx tx(region_);
+    PF_TRY(removed, i.map.replace(tx, *space_, i.ino, i.d, lo, stop, {}));
+    for (const mm::Run& r : removed) {
+      space_->free(tx, r);
+      i.d.blocks -= r.len;
+    }
+    write_inode(tx, i);
+    PF_CHECK(commit(tx));
+    lo = stop;
+  }
+  return {};
+}
+
+Status Filesystem::fallocate(uint64_t ino, uint32_t mode, uint64_t off, uint64_t len) {
+  PF_CHECK(writable());
+  bool keep = mode & kFallocKeepSize, punch = mode & kFallocPunchHole, zero = mode & kFallocZeroRange;
+  if ((punch && (!keep || zero)) || (mode & ~(kFallocKeepSize | kFallocPunchHole | kFallocZeroRange))) {
+    return make_error(Errc::kNotSupported, "fallocate mode " + std::to_string(mode));
+  }
+  uint64_t end = off + len;
+  if (len == 0) return make_error(Errc::kInvalid, "fallocate of 0 bytes");
+  if (end > kMaxFileBlocks * kBlockSize || end < off) return make_error(Errc::kFileTooBig, "fallocate beyond 16 TiB");
+  PF_TRY(i, get(ino));
+  std::unique_lock lk(i->mu);
+  if (S_ISDIR(i->d.mode)) return make_error(Errc::kIsDir, "fallocate of a directory");
+  if (!S_ISREG(i->d.mode)) return make_error(Errc::kNotSupported, "fallocate of a special file");
+  if (punch || zero) zero_partial_blocks(*i, off, std::min(end, punch ? i->d.size : end));
+  uint64_t lo = (off + kBlockSize - 1) / kBlockSize, hi = end / kBlockSize;
+  if (punch) PF_CHECK(punch_locked(*i, lo, hi));
+  else PF_CHECK(prealloc_locked(*i, zero ? lo : off / kBlockSize, zero ? hi : (end + kBlockSize - 1) / kBlockSize, zero));
+  if (!keep && end > i->d.size) i->d.size = end;
+  i->d.mtime_ns = i->d.ctime_ns = now();  // every mode, as ext4
+  Tx tx(region_);
+  write_inode(tx, *i);
+  return commit(tx);
+}
+
+Result<uint64_t> Filesystem::seek_data(uint64_t ino, uint64_t off, bool hole) {
+  PF_TRY(i, get(ino));
+  std::shared_lock lk(i->mu);
+  uint64_t size = i->d.size;
+  if (off >= size) return make_error(Errc::kNoOffset, "offset at or past EOF");
+  uint64_t pos = off;
+  for (;;) {
+    const Extent* e = i->map.find(pos / kBlockSize);
+    bool data_here = e && e->lblk <= pos / kBlockSize && !e->unwritten;
+    if (data_here != hole) return std::min(pos, size);  // found what was asked for
+    if (!e && !hole) return make_error(Errc::kNoOffset, "no data after the offset");
+    uint64_t next = data_here || e->lblk <= pos / kBlockSize ? e->end() * kBlockSize : e->lblk * kBlockSize;
+    if (!e || next >= size) {
+      if (hole) return size;  // the implicit hole at EOF
+      return make_error(Errc::kNoOffset, "no data after the offset");
+    }
+    pos = next;
+  }
+}
+
+void Filesystem::touch_atime(uint64_t ino) {
+  if (!opts_.atime || read_only_ || failed_) return;
+  auto r = get(ino);
+  if (!r) return;
+  Inode& i = **r;
+  constexpr int64_t kDay = 86400ll * 1000000000;
+  int64_t t = now();
+  auto stale = [&] { return i.d.atime_ns <= i.d.mtime_ns || i.d.atime_ns <= i.d.ctime_ns || t - i.d.atime_ns >= kDay; };
+  {
+    std::shared_lock lk(i.mu);
+    if (!stale()) return;
+  }
+  std::unique_lock lk(i.mu);
+  if (!stale()) return;
+  i.d.atime_ns = t;
+  i.times_dirty = true;
 }
 
 }  // namespace pmemfuse::fs

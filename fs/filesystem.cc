@@ -9,6 +9,7 @@
 #include <cstring>
 #include <ctime>
 
+#include "fs/acl.h"
 #include "fs/verify.h"
 #include "mm/crc32c.h"
 
@@ -28,8 +29,8 @@ std::string hex(uint32_t v) {
 
 }  // namespace
 
-Filesystem::Filesystem(mm::Region region, const DiskSuper& sb, bool read_only)
-    : region_(std::move(region)), sb_(sb), read_only_(read_only) {
+Filesystem::Filesystem(mm::Region region, const DiskSuper& sb, const MountOptions& o, bool read_only)
+    : region_(std::move(region)), sb_(sb), read_only_(read_only), opts_(o) {
   info_.read_only = read_only;
 }
 
@@ -56,7 +57,7 @@ Result<std::unique_ptr<Filesystem>> Filesystem::mount(mm::Region region, const M
                                                "; a newer pmemfuse is needed to mount it");
   }
   bool ro = o.read_only || region.read_only() || (sb.ro_compat & ~kRoCompatKnown);
-  std::unique_ptr<Filesystem> fs(new Filesystem(std::move(region), sb, ro));
+  std::unique_ptr<Filesystem> fs(new Filesystem(std::move(region), sb, o, ro));
   fs->info_.read_only = ro;
   PF_CHECK(fs->open_components());
   return fs;
@@ -324,19 +325,24 @@ void Filesystem::orphan_remove(Tx& tx, Inode& i) {
   i.d.orphan_slot = 0;
 }
 
-// Frees every block of an unlinked, unreferenced inode, then the inode itself.
+// Frees every block of an unlinked, unreferenced inode, then the inode itself. An inode
+// with no data blocks goes in one transaction.
 Status Filesystem::reclaim_locked(Inode& i) {
-  Tx first(region_);
-  PF_CHECK(orphan_add(first, i));  // so a crash part-way is finished at mount
-  PF_CHECK(trim_locked(i, 0, first, true));
   Tx tx(region_);
-  if (i.d.xattr_block) space_->free(tx, {i.d.xattr_block, 1});
-  orphan_remove(tx, i);
+  std::unique_ptr<Tx> rest;
+  if (!i.map.extents().empty()) {
+    (void)orphan_add(tx, i);  // so a crash part-way is finished at mount, if a slot is free
+    PF_CHECK(trim_locked(i, 0, tx, true));
+    rest = std::make_unique<Tx>(region_);
+  }
+  Tx& last = rest ? *rest : tx;
+  if (i.d.xattr_block) space_->free(last, {i.d.xattr_block, 1});
+  orphan_remove(last, i);
   DiskInode cleared{};
   cleared.generation = i.d.generation;
-  itable_->write(tx, i.ino, cleared);
-  itable_->free(tx, i.ino);
-  PF_CHECK(commit(tx));
+  itable_->write(last, i.ino, cleared);
+  itable_->free(last, i.ino);
+  PF_CHECK(commit(last));
   i.d = cleared;
   return {};
 }
@@ -373,8 +379,11 @@ Result<Attr> Filesystem::setattr(uint64_t ino, const SetAttr& s) {
     st = truncate_locked(*i, *s.size, t);
   } else {
     Tx tx(region_);
-    write_inode(tx, *i);
-    st = commit(tx);
+    if (s.mode && opts_.acl) st = chmod_acl_locked(tx, *i);
+    if (st) {
+      write_inode(tx, *i);
+      st = commit(tx);
+    }
   }
   if (!st) {
     // Only the first transaction of a truncate can fail; media still has `saved`.
@@ -386,7 +395,22 @@ Result<Attr> Filesystem::setattr(uint64_t ino, const SetAttr& s) {
 
 // ---- xattrs ----
 
+// The namespaces ext4 accepts. POSIX ACL names need the acl mount option.
+Status Filesystem::check_xattr_name(std::string_view name) const {
+  if (name == kAclAccess || name == kAclDefault) {
+    if (!opts_.acl) return make_error(Errc::kNotSupported, "POSIX ACLs need the acl mount option");
+    return {};
+  }
+  for (std::string_view prefix : {"user.", "trusted.", "security."}) {
+    if (name.substr(0, prefix.size()) != prefix) continue;
+    if (name.size() == prefix.size()) return make_error(Errc::kInvalid, "xattr name '" + std::string(name) + "' is only a namespace");
+    return {};
+  }
+  return make_error(Errc::kNotSupported, "xattr namespace of '" + std::string(name) + "'");
+}
+
 Result<std::string> Filesystem::getxattr(uint64_t ino, std::string_view name) {
+  PF_CHECK(check_xattr_name(name));
   PF_TRY(i, get(ino));
   std::shared_lock lk(i->mu);
   PF_TRY(xs, load_xattrs(region_, ino, i->d));
@@ -395,12 +419,13 @@ Result<std::string> Filesystem::getxattr(uint64_t ino, std::string_view name) {
   return make_error(Errc::kNoData, std::string(name));
 }
 
-Result<std::vector<std::string>> Filesystem::listxattr(uint64_t ino) {
+Result<std::vector<std::string>> Filesystem::listxattr(uint64_t ino, bool trusted) {
   PF_TRY(i, get(ino));
   std::shared_lock lk(i->mu);
   PF_TRY(xs, load_xattrs(region_, ino, i->d));
   std::vector<std::string> names;
-  for (auto& x : xs) names.push_back(x.name);
+  for (auto& x : xs)
+    if (trusted || x.name.rfind("trusted.", 0) != 0) names.push_back(x.name);
   return names;
 }
 
@@ -408,18 +433,26 @@ Status Filesystem::setxattr(uint64_t ino, std::string_view name, std::string_vie
                             XattrFlags f) {
   PF_CHECK(writable());
   if (name.empty() || name.size() > kMaxNameLen) return make_error(Errc::kRange, "xattr name length");
+  PF_CHECK(check_xattr_name(name));
   if (value.size() > kXattrBlockBytes) return make_error(Errc::kNoSpace, "xattr value larger than a block");
+  bool acl = name == kAclAccess || name == kAclDefault;
   PF_TRY(i, get(ino));
   std::unique_lock lk(i->mu);
   PF_TRY(xs, load_xattrs(region_, ino, i->d));
   auto it = std::find_if(xs.begin(), xs.end(), [&](const Xattr& x) { return x.name == name; });
   if (it != xs.end() && f.create) return make_error(Errc::kExists, std::string(name));
   if (it == xs.end() && f.replace) return make_error(Errc::kNoData, std::string(name));
-  if (it != xs.end()) it->value = std::string(value);
-  else xs.push_back({std::string(name), std::string(value)});
   Tx tx(region_);
   DiskInode saved = i->d;
-  if (Status s = store_xattrs(tx, *space_, ino, i->d, xs); !s) {
+  Status s;
+  if (acl) {
+    s = store_acl(tx, *i, xs, name, value);
+  } else {
+    if (it != xs.end()) it->value = std::string(value);
+    else xs.push_back({std::string(name), std::string(value)});
+    s = store_xattrs(tx, *space_, ino, i->d, xs);
+  }
+  if (!s) {
     i->d = saved;
     return s;
   }
@@ -428,8 +461,34 @@ Status Filesystem::setxattr(uint64_t ino, std::string_view name, std::string_vie
   return commit(tx);
 }
 
+// An access ACL sets the mode's permission bits and is kept only if it says more than
+// they do; a default ACL belongs to directories only.
+Status Filesystem::store_acl(Tx& tx, Inode& i, std::vector<Xattr>& xs, std::string_view name,
+                             std::string_view value) {
+  PF_TRY(acl, parse_acl(value));
+  bool access = name == kAclAccess;
+  if (!access && !S_ISDIR(i.d.mode)) return make_error(Errc::kAccess, "default ACL on a non-directory");
+  std::erase_if(xs, [&](const Xattr& x) { return x.name == name; });
+  if (access) i.d.mode = (i.d.mode & ~0777u) | acl_mode_bits(acl);
+  if (!access || !acl_is_mode(acl)) xs.push_back({std::string(name), encode_acl(acl)});
+  return store_xattrs(tx, *space_, i.ino, i.d, xs);
+}
+
+Status Filesystem::chmod_acl_locked(Tx& tx, Inode& i) {
+  PF_TRY(xs, load_xattrs(region_, i.ino, i.d));
+  for (Xattr& x : xs) {
+    if (x.name != kAclAccess) continue;
+    PF_TRY(acl, parse_acl(x.value));
+    acl_chmod(&acl, i.d.mode);
+    x.value = encode_acl(acl);
+    return store_xattrs(tx, *space_, i.ino, i.d, xs);
+  }
+  return {};
+}
+
 Status Filesystem::removexattr(uint64_t ino, std::string_view name) {
   PF_CHECK(writable());
+  PF_CHECK(check_xattr_name(name));
   PF_TRY(i, get(ino));
   std::unique_lock lk(i->mu);
   PF_TRY(xs, load_xattrs(region_, ino, i->d));
@@ -448,7 +507,8 @@ Result<StatFs> Filesystem::statfs() {
   s.blocks = sb_.block_count;
   s.bfree = space_->free_blocks();
   uint64_t used = itable_->used();
-  uint64_t growable = std::min<uint64_t>(kMaxChunks - itable_->nchunks(), s.bfree / kChunkBlocks);
+  // The table grows by whole contiguous chunks: count only those free space can hold.
+  uint64_t growable = std::min<uint64_t>(kMaxChunks - itable_->nchunks(), space_->count_fits(kChunkBlocks, 1));
   s.ffree = itable_->capacity() - used + growable * kInodesPerChunk;
   s.files = used + s.ffree;
   return s;

@@ -62,6 +62,7 @@ struct Attr {
 struct Caller {
   uint32_t uid = 0;
   uint32_t gid = 0;
+  uint32_t umask = 0;  // applied here only on acl mounts, where the kernel leaves it to us
 };
 
 struct SetAttr {
@@ -90,12 +91,15 @@ struct XattrFlags {
 
 struct MountOptions {
   bool read_only = false;
+  bool acl = false;    // store POSIX ACLs and keep them consistent with modes
+  bool atime = true;   // relatime updates; false: noatime
 };
 
 struct FsInfo {
   bool read_only = false;
   uint64_t replayed = 0;         // journal transactions replayed at mount
   uint64_t orphans_reclaimed = 0;  // orphans finished at mount
+  std::atomic<uint64_t> orphans_untracked{0};  // unlinked while the orphan table was full
 };
 
 class Filesystem {
@@ -135,6 +139,17 @@ class Filesystem {
               const std::function<void(const struct iovec*, int)>& sink);
   Result<uint64_t> write(uint64_t ino, uint64_t off, const void* data, uint64_t size);
   Status fsync(uint64_t ino, bool datasync);
+  // fallocate(2) modes: 0 or kFallocKeepSize preallocate (unwritten extents);
+  // kFallocPunchHole (with kFallocKeepSize) frees; kFallocZeroRange makes the range read as
+  // zeros, keeping it allocated.
+  static constexpr uint32_t kFallocKeepSize = 1;
+  static constexpr uint32_t kFallocPunchHole = 2;
+  static constexpr uint32_t kFallocZeroRange = 4;
+  Status fallocate(uint64_t ino, uint32_t mode, uint64_t off, uint64_t len);
+  // lseek(2) SEEK_DATA (hole = false) or SEEK_HOLE; unwritten extents count as holes.
+  Result<uint64_t> seek_data(uint64_t ino, uint64_t off, bool hole);
+  // relatime: after a read, atime moves if it is not newer than mtime/ctime or a day old.
+  void touch_atime(uint64_t ino);
   Status syncfs();
 
   // Lists entries from cookie (0: start); "." and ".." come first. fn returns false when
@@ -144,7 +159,8 @@ class Filesystem {
   Status readdir(uint64_t ino, uint64_t cookie, bool plus, const DirFiller& fn);
 
   Result<std::string> getxattr(uint64_t ino, std::string_view name);
-  Result<std::vector<std::string>> listxattr(uint64_t ino);
+  // trusted.* names are listed only when trusted (the caller has CAP_SYS_ADMIN).
+  Result<std::vector<std::string>> listxattr(uint64_t ino, bool trusted);
   Status setxattr(uint64_t ino, std::string_view name, std::string_view value, XattrFlags f);
   Status removexattr(uint64_t ino, std::string_view name);
 
@@ -170,7 +186,7 @@ class Filesystem {
     bool allocated;  // newly allocated by this write
   };
 
-  Filesystem(mm::Region region, const DiskSuper& sb, bool read_only);
+  Filesystem(mm::Region region, const DiskSuper& sb, const MountOptions& o, bool read_only);
   Status open_components();
   Status load_orphans();
   Status finish_orphans();
@@ -196,7 +212,7 @@ class Filesystem {
   Result<Attr> create_node(uint64_t parent, std::string_view name, uint32_t mode, uint32_t rdev,
                            const Caller& c, std::string_view symlink_target);
   Status remove_entry(uint64_t parent, std::string_view name, bool want_dir);
-  Status drop_link_locked(Tx& tx, const InodeRef& victim);
+  void drop_link_locked(Tx& tx, const InodeRef& victim);
   Status after_unlink(const InodeRef& victim);
   Result<bool> is_ancestor(uint64_t anc, uint64_t ino);
   Status store_symlink(Tx& tx, Inode& i, std::string_view target);
@@ -206,11 +222,19 @@ class Filesystem {
   Result<uint64_t> write_batch_locked(Inode& i, uint64_t off, const uint8_t* src, uint64_t size);
   Status truncate_locked(Inode& i, uint64_t size, int64_t now);
   Status trim_locked(Inode& i, uint64_t from_lblk, Tx& first, bool keep_orphan);
+  void zero_partial_blocks(Inode& i, uint64_t off, uint64_t end);
+  Status prealloc_locked(Inode& i, uint64_t lo, uint64_t hi, bool zero);
+  Status punch_locked(Inode& i, uint64_t lo, uint64_t hi);
+  Status store_acl(Tx& tx, Inode& i, std::vector<Xattr>& xs, std::string_view name, std::string_view value);
+  Status inherit_acls(Tx& tx, Inode& parent, Inode& child, const Caller& c);
+  Status chmod_acl_locked(Tx& tx, Inode& i);
+  Status check_xattr_name(std::string_view name) const;
   Status rollback_locked(Inode& i, const DiskInode& saved);
 
   mm::Region region_;
   DiskSuper sb_;      // guarded by ns_mu_ for writes after mount
   bool read_only_;
+  MountOptions opts_;
   FsInfo info_;
   std::unique_ptr<Journal> journal_;
   std::unique_ptr<Space> space_;

@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cstring>
 
+#include "fs/acl.h"
 #include "fs/filesystem.h"
 #include "fs/verify.h"
 
@@ -92,6 +93,10 @@ Result<Attr> Filesystem::create_node(uint64_t parent, std::string_view name, uin
   d.mode = mode;
   d.uid = c.uid;
   d.gid = c.gid;
+  if (p->d.mode & S_ISGID) {  // a setgid directory hands on its group, and to directories the bit
+    d.gid = p->d.gid;
+    if (is_dir) d.mode |= S_ISGID;
+  }
   d.nlink = is_dir ? 2 : 1;
   d.generation = slot.second;
   d.rdev = rdev;
@@ -101,6 +106,7 @@ Result<Attr> Filesystem::create_node(uint64_t parent, std::string_view name, uin
     i->dir = std::make_unique<Directory>();
   }
   if (S_ISLNK(mode)) PF_CHECK(store_symlink(tx, *i, target));
+  else if (opts_.acl) PF_CHECK(inherit_acls(tx, *p, *i, c));
   PF_CHECK(p->dir->add(tx, *space_, parent, p->d, p->map, name, i->ino, dtype(mode)));
   p->d.entries++;
   if (is_dir) p->d.nlink++;
@@ -112,6 +118,25 @@ Result<Attr> Filesystem::create_node(uint64_t parent, std::string_view name, uin
   std::lock_guard ic(icache_mu_);
   icache_[i->ino] = i;
   return attr_of(*i);
+}
+
+// On acl mounts the kernel leaves the umask to us: a directory's default ACL replaces it,
+// as on ext4; without one the umask applies.
+Status Filesystem::inherit_acls(Tx& tx, Inode& parent, Inode& child, const Caller& c) {
+  PF_TRY(pxs, load_xattrs(region_, parent.ino, parent.d));
+  auto dflt = std::find_if(pxs.begin(), pxs.end(), [](const Xattr& x) { return x.name == kAclDefault; });
+  if (dflt == pxs.end()) {
+    child.d.mode &= ~(c.umask & 0777);
+    return {};
+  }
+  PF_TRY(acl, parse_acl(dflt->value));
+  uint32_t perm = child.d.mode & 0777;
+  Acl access = acl_for_create(acl, &perm);
+  child.d.mode = (child.d.mode & ~0777u) | perm;
+  std::vector<Xattr> xs;
+  if (!acl_is_mode(access)) xs.push_back({std::string(kAclAccess), encode_acl(access)});
+  if (S_ISDIR(child.d.mode)) xs.push_back(*dflt);
+  return store_xattrs(tx, *space_, child.ino, child.d, xs);
 }
 
 Result<Attr> Filesystem::mknod(uint64_t parent, std::string_view name, uint32_t mode,
@@ -171,15 +196,12 @@ Result<Attr> Filesystem::link(uint64_t ino, uint64_t parent, std::string_view na
 }
 
 // Removes one name of the victim (a directory's only one). An inode left with no name
-// enters the orphan table in tx and stays there until it is freed; if the table is full
-// nothing changes.
-Status Filesystem::drop_link_locked(Tx& tx, const InodeRef& victim) {
-  uint32_t old = victim->d.nlink;
-  victim->d.nlink = S_ISDIR(victim->d.mode) ? 0 : old - 1;
-  if (victim->d.nlink != 0) return {};
-  Status s = orphan_add(tx, *victim);
-  if (!s) victim->d.nlink = old;
-  return s;
+// enters the orphan table in tx and stays there until it is freed. When the table is full
+// the unlink still succeeds: only a crash before the last close would then leave the
+// inode for fsck to find, which beats failing rm.
+void Filesystem::drop_link_locked(Tx& tx, const InodeRef& victim) {
+  victim->d.nlink = S_ISDIR(victim->d.mode) ? 0 : victim->d.nlink - 1;
+  if (victim->d.nlink == 0 && !orphan_add(tx, *victim)) info_.orphans_untracked++;
 }
 
 Status Filesystem::after_unlink(const InodeRef& victim) {
@@ -204,7 +226,7 @@ Status Filesystem::remove_entry(uint64_t parent, std::string_view name, bool wan
     if (is_dir && v->d.entries) return make_error(Errc::kNotEmpty, std::string(name));
     int64_t t = now();
     Tx tx(region_);
-    PF_CHECK(drop_link_locked(tx, v));
+    drop_link_locked(tx, v);
     p->dir->remove(tx, p->map, *e, name);
     p->d.entries--;
     if (is_dir) p->d.nlink--;
@@ -286,7 +308,7 @@ Status Filesystem::rename(uint64_t parent, std::string_view name, uint64_t newpa
       }
       d->d.ctime_ns = t;
     } else if (d) {
-      PF_CHECK(drop_link_locked(tx, d));
+      drop_link_locked(tx, d);
       p1->dir->remove(tx, p1->map, *se, name);
       p1->d.entries--;
       p2->dir->retarget(tx, p2->map, *de, s->ino, dtype(s->d.mode));

@@ -22,6 +22,7 @@ class Space {
   Result<mm::Run> alloc_contig(Tx& tx, uint64_t n, uint64_t align);
   void free(Tx& tx, mm::Run r);
   uint64_t free_blocks() const { return alloc_.free_blocks(); }
+  uint64_t count_fits(uint64_t n, uint64_t align) const { return alloc_.count_fits(n, align); }
   uint64_t total_blocks() const { return block_count_; }
   // Reads bit b of the on-media bitmap (fsck).
   bool bit(uint64_t b) const;

@@ -101,6 +101,16 @@ uint64_t BlockAllocator::free_blocks() const {
   return free_;
 }
 
+uint64_t BlockAllocator::count_fits(uint64_t n, uint64_t align) const {
+  std::lock_guard lk(mu_);
+  uint64_t fits = 0;
+  for (auto& [s, l] : runs_) {
+    uint64_t a = (s + align - 1) / align * align;
+    if (a + n <= s + l) fits += (s + l - a) / n;
+  }
+  return fits;
+}
+
 bool BlockAllocator::is_free(uint64_t block) const {
   std::lock_guard lk(mu_);
   auto it = runs_.upper_bound(block);

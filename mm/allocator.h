@@ -36,6 +36,9 @@ class BlockAllocator {
   // Returns runs to the index (after the transaction that freed them committed).
   void free(const std::vector<Run>& runs);
   uint64_t free_blocks() const;
+  // How many runs of n contiguous blocks, each starting on an align boundary, could be
+  // carved from free space.
+  uint64_t count_fits(uint64_t n, uint64_t align) const;
   bool is_free(uint64_t block) const;
 
  private:

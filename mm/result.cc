@@ -25,6 +25,8 @@ const char* errc_name(Errc c) {
     case Errc::kNotSupported: return "not supported";
     case Errc::kBusy: return "busy";
     case Errc::kCrossDevice: return "cross-device link";
+    case Errc::kAccess: return "permission denied";
+    case Errc::kNoOffset: return "no such offset";
   }
   return "unknown error";
 }

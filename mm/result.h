@@ -30,6 +30,8 @@ enum class Errc : uint8_t {
   kNotSupported,  // feature not implemented or not applicable
   kBusy,          // resource busy
   kCrossDevice,   // link or rename across filesystems
+  kAccess,        // permission denied
+  kNoOffset,      // no data (or hole) at or after the offset
 };
 
 const char* errc_name(Errc c);

@@ -28,6 +28,9 @@ DAEMON = BUILD / "daemon" / "pmemfuse"
 FUSERMOUNT = shutil.which("fusermount3") or "/usr/bin/fusermount3"
 
 TMP_PREFIX = "pmemfuse-it-"
+# Mountpoints of this pytest session only: the end-of-session sweep must not unmount
+# another session's mounts.
+SESSION_PREFIX = f"{TMP_PREFIX}{os.getpid()}-"
 TMP_ROOT = "/tmp"
 IMAGE_DIR = "/dev/shm"
 IMAGE_PREFIX = "pmemfuse-test-"
@@ -125,7 +128,7 @@ def remove_quietly(path):
 
 
 def make_mountpoint() -> str:
-    return tempfile.mkdtemp(prefix=TMP_PREFIX, dir=TMP_ROOT)
+    return tempfile.mkdtemp(prefix=SESSION_PREFIX, dir=TMP_ROOT)
 
 
 # --------------------------------------------------------------------------------------
@@ -177,12 +180,12 @@ def lazy_unmount(path) -> None:
 
 
 def cleanup_leftovers() -> None:
-    """Kill our daemons and lazily unmount any fuse mount under our temp prefix."""
+    """Kill our daemons and lazily unmount any fuse mount this session made."""
     with _LIVE_LOCK:
         mounts = list(_LIVE_MOUNTS)
     for m in mounts:
         m.force_cleanup()
-    prefix = os.path.join(TMP_ROOT, TMP_PREFIX)
+    prefix = os.path.join(TMP_ROOT, SESSION_PREFIX)
     for mp, _ in fuse_mounts():
         if mp.startswith(prefix):
             lazy_unmount(mp)

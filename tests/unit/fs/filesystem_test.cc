@@ -551,7 +551,7 @@ TEST_CASE("fs: xattrs inline and in a block, flags, limits and removal", "[fs][f
   auto fs = mount_fresh();
   uint64_t f = make_file(*fs, kRoot, "f").ino;
   uint64_t free0 = bfree(*fs);
-  CHECK(take(fs->listxattr(f)).empty());
+  CHECK(take(fs->listxattr(f, true)).empty());
   CHECK(err(fs->getxattr(f, "user.none")) == Errc::kNoData);
   // Small: inline, no block.
   require_ok(fs->setxattr(f, "user.a", "1", {}));
@@ -564,7 +564,7 @@ TEST_CASE("fs: xattrs inline and in a block, flags, limits and removal", "[fs][f
   CHECK(take(fs->getxattr(f, "user.big")) == big);
   CHECK(bfree(*fs) == free0 - 1);
   CHECK(attr(*fs, f).blocks == 1);
-  auto names = take(fs->listxattr(f));
+  auto names = take(fs->listxattr(f, true));
   CHECK(std::set<std::string>(names.begin(), names.end()) == std::set<std::string>{"user.a", "user.big"});
   // Flags.
   XattrFlags create{true, false}, replace{false, true};
@@ -820,7 +820,8 @@ TEST_CASE("fs: running out of space fails cleanly and the space comes back",
           CHECK(w.error().code == Errc::kNoSpace);
           break;
         }
-        contents[f] += p;
+        contents[f] += p.substr(0, *w);  // near full, a write may be short (as on ext4)
+        if (*w < p.size()) break;
         if (contents[f].size() >= 2 * kMiB) break;  // next file
       }
       if (contents[f].size() >= 2 * kMiB) break;

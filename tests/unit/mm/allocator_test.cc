@@ -536,3 +536,14 @@ TEST_CASE("allocator: zero-block requests are refused and leave runs merged", "[
   REQUIRE(r.ok());
   CHECK(*r == Run{3, 100});
 }
+
+TEST_CASE("allocator: count_fits counts only contiguous aligned pieces", "[mm][allocator]") {
+  BlockAllocator a;
+  a.add_free({0, 1000});    // one aligned piece of 512 (0..511), the rest too short
+  a.add_free({1030, 300});  // too short
+  a.add_free({2048, 1024}); // two pieces
+  CHECK(a.count_fits(512, 512) == 3);
+  CHECK(a.count_fits(512, 1) == 3);
+  CHECK(a.count_fits(300, 1) == 3 + 1 + 3);
+  CHECK(a.count_fits(2000, 1) == 0);
+}
