@@ -61,6 +61,7 @@ int serve(const Options& o, fs::Filesystem& fs) {
   Context ctx{&fs, &o};
   fuse_session* se = fuse_session_new(&fargs, &lowlevel_ops(), sizeof(fuse_lowlevel_ops), &ctx);
   if (!se) return fail("cannot create the FUSE session (see the message above)");
+  ctx.se = se;
   int rc = 1;
   if (fuse_set_signal_handlers(se) != 0) {
     fail("cannot install signal handlers");

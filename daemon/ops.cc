@@ -52,11 +52,24 @@ fuse_entry_param to_entry(fuse_req_t req, const fs::Attr& a) {
   return e;
 }
 
+// After a reply: an access moved atime, so the kernel's cached attributes are stale. Only
+// attributes are invalidated (offset -1), which takes no page locks.
+void touch_atime(Context& c, fuse_ino_t ino) {
+  if (c.fs->touch_atime(ino) && c.se) fuse_lowlevel_notify_inval_inode(c.se, ino, -1, 0);
+}
+
 fs::Caller caller(fuse_req_t req) {
   const fuse_ctx* c = fuse_req_ctx(req);
   // On acl mounts the kernel does not apply the umask (FUSE_CAP_DONT_MASK): the filesystem
   // decides between it and a default ACL.
   return {c->uid, c->gid, ctx(req).opts->acl ? uint32_t(c->umask) : 0u};
+}
+
+// Times are stored as signed 64-bit nanoseconds (1677..2262); as ext4 does at its own
+// limits, a time outside is clamped rather than wrapped.
+int64_t to_ns(const struct timespec& ts) {
+  __int128 ns = __int128(ts.tv_sec) * 1000000000 + ts.tv_nsec;
+  return ns > INT64_MAX ? INT64_MAX : ns < INT64_MIN ? INT64_MIN : int64_t(ns);
 }
 
 void reply_entry(fuse_req_t req, Reply& r, const Result<fs::Attr>& a) {
@@ -121,9 +134,9 @@ void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat* st, int to_set, fus
   if (to_set & FUSE_SET_ATTR_SIZE) s.size = uint64_t(st->st_size);
   using T = fs::SetAttr::Time;
   if (to_set & FUSE_SET_ATTR_ATIME_NOW) s.atime = T::kNow;
-  else if (to_set & FUSE_SET_ATTR_ATIME) s.atime = T::kSet, s.atime_ns = st->st_atim.tv_sec * 1000000000ll + st->st_atim.tv_nsec;
+  else if (to_set & FUSE_SET_ATTR_ATIME) s.atime = T::kSet, s.atime_ns = to_ns(st->st_atim);
   if (to_set & FUSE_SET_ATTR_MTIME_NOW) s.mtime = T::kNow;
-  else if (to_set & FUSE_SET_ATTR_MTIME) s.mtime = T::kSet, s.mtime_ns = st->st_mtim.tv_sec * 1000000000ll + st->st_mtim.tv_nsec;
+  else if (to_set & FUSE_SET_ATTR_MTIME) s.mtime = T::kSet, s.mtime_ns = to_ns(st->st_mtim);
   auto a = fsys(req).setattr(ino, s);
   if (!a) return r.error(a.error());
   r.attr(to_stat(*a), ctx(req).opts->attr_timeout);
@@ -193,13 +206,13 @@ void op_open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
     auto t = fsys(req).setattr(ino, s);
     if (!t) return r.error(t.error());
   }
-  fs::Filesystem& fs = fsys(req);  // req is freed by the reply
-  if (Status s = fs.open(ino); !s) return r.error(s.error());
+  Context& c = ctx(req);  // req is freed by the reply
+  if (Status s = c.fs->open(ino); !s) return r.error(s.error());
   fi->keep_cache = 1;  // data changes only through this mount, which keeps the cache coherent
   r.open(fi);
   // The kernel never updates atime on FUSE and serves cached reads itself: a reader's
   // open is where relatime can see the access.
-  if ((fi->flags & O_ACCMODE) != O_WRONLY) fs.touch_atime(ino);
+  if ((fi->flags & O_ACCMODE) != O_WRONLY) touch_atime(c, ino);
 }
 
 void op_create(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode, fuse_file_info* fi) {
@@ -217,13 +230,13 @@ void op_create(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode,
 
 void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info*) {
   Reply r(req);
-  fs::Filesystem& fs = fsys(req);  // req is freed by the reply
-  Status s = fs.read(ino, uint64_t(off), size, [&](const struct iovec* v, int n) {
+  Context& c = ctx(req);  // req is freed by the reply
+  Status s = c.fs->read(ino, uint64_t(off), size, [&](const struct iovec* v, int n) {
     if (n == 0) r.buf(nullptr, 0);
     else r.iov(v, n);
   });
   if (!s) return r.error(s.error());
-  fs.touch_atime(ino);
+  touch_atime(c, ino);
 }
 
 void op_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t off, off_t len, fuse_file_info*) {
@@ -279,10 +292,10 @@ void op_opendir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
 
 void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, bool plus) {
   Reply r(req);
-  fs::Filesystem& fs = fsys(req);  // req is freed by the reply
+  Context& c = ctx(req);  // req is freed by the reply
   std::vector<char> buf(size);
   size_t used = 0;
-  Status s = fs.readdir(ino, uint64_t(off), plus, [&](std::string_view name, const fs::Attr& a, uint64_t next) {
+  Status s = c.fs->readdir(ino, uint64_t(off), plus, [&](std::string_view name, const fs::Attr& a, uint64_t next) {
     std::string n(name);
     size_t need;
     if (plus) {
@@ -301,7 +314,7 @@ void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, bool plu
   });
   if (!s && used == 0) return r.error(s.error());
   r.buf(buf.data(), used);
-  fs.touch_atime(ino);
+  touch_atime(c, ino);
 }
 
 void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info*) {

@@ -12,6 +12,7 @@ namespace pmemfuse::daemon {
 struct Context {
   fs::Filesystem* fs;
   const Options* opts;
+  fuse_session* se = nullptr;  // for notifications; set once the session exists
 };
 
 // The operation table; the session's userdata must be a Context*.

@@ -343,22 +343,23 @@ Result<uint64_t> Filesystem::seek_data(uint64_t ino, uint64_t off, bool hole) {
   }
 }
 
-void Filesystem::touch_atime(uint64_t ino) {
-  if (!opts_.atime || read_only_ || failed_) return;
+bool Filesystem::touch_atime(uint64_t ino) {
+  if (!opts_.atime || read_only_ || failed_) return false;
   auto r = get(ino);
-  if (!r) return;
+  if (!r) return false;
   Inode& i = **r;
   constexpr int64_t kDay = 86400ll * 1000000000;
   int64_t t = now();
   auto stale = [&] { return i.d.atime_ns <= i.d.mtime_ns || i.d.atime_ns <= i.d.ctime_ns || t - i.d.atime_ns >= kDay; };
   {
     std::shared_lock lk(i.mu);
-    if (!stale()) return;
+    if (!stale()) return false;
   }
   std::unique_lock lk(i.mu);
-  if (!stale()) return;
+  if (!stale()) return false;
   i.d.atime_ns = t;
   i.times_dirty = true;
+  return true;
 }
 
 }  // namespace pmemfuse::fs

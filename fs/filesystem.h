@@ -149,7 +149,8 @@ class Filesystem {
   // lseek(2) SEEK_DATA (hole = false) or SEEK_HOLE; unwritten extents count as holes.
   Result<uint64_t> seek_data(uint64_t ino, uint64_t off, bool hole);
   // relatime: after a read, atime moves if it is not newer than mtime/ctime or a day old.
-  void touch_atime(uint64_t ino);
+  // True when it moved (the kernel's cached attributes are then stale).
+  bool touch_atime(uint64_t ino);
   Status syncfs();
 
   // Lists entries from cookie (0: start); "." and ".." come first. fn returns false when

@@ -121,13 +121,17 @@ def test_differential_against_tmpfs(seed, image, mounted, tmpfs_dir):
                 mounted.remount()
                 return pm_root
             lines = []
-            small = minimize(eng.ops, pm_root, tmp_root, explicit_mtimes=eng.explicit_mtimes,
-                             remount=remount if "remount" in m.args[0].split("\n", 1)[0] or
-                             m.kind == "tree" else None, log=lines.append)
-            again = replay(small, pm_root, tmp_root, explicit_mtimes=eng.explicit_mtimes)
-            msg += ("\n".join(lines) + "\nminimal sequence:\n  "
-                    + "\n  ".join(describe(o) for o in small)
-                    + (f"\nits mismatch:\n{again}" if again else ""))
+            try:
+                small = minimize(eng.ops, pm_root, tmp_root,
+                                 explicit_mtimes=eng.explicit_mtimes,
+                                 remount=remount if "remount" in m.args[0].split("\n", 1)[0]
+                                 or m.kind == "tree" else None, log=lines.append)
+                again = replay(small, pm_root, tmp_root, explicit_mtimes=eng.explicit_mtimes)
+                msg += ("\n".join(lines) + "\nminimal sequence:\n  "
+                        + "\n  ".join(describe(o) for o in small)
+                        + (f"\nits mismatch:\n{again}" if again else ""))
+            except Exception as e:  # e.g. the daemon died: the mismatch above still stands
+                msg += f"\n(minimization stopped: {e!r})"
         failure = msg
     finally:
         eng.close_fds()
