@@ -48,6 +48,7 @@ std::vector<std::string> fuse_argv(const Options& o) {
   std::string mo = "fsname=" + o.device + ",subtype=pmemfuse,default_permissions";
   if (o.allow_other) mo += ",allow_other";
   if (o.read_only) mo += ",ro";
+  for (const std::string& f : o.kernel_flags) mo += "," + f;
   std::vector<std::string> a{"pmemfuse", "-o", mo};
   if (o.debug) a.push_back("-d");
   return a;

@@ -86,11 +86,19 @@ const std::vector<Spec>& specs() {
   return s;
 }
 
+// mount(8) flags the kernel applies to the mount itself; handed on to libfuse.
+bool kernel_mount_flag(const std::string& n) {
+  static const char* names[] = {"dev", "nodev", "suid", "nosuid", "exec", "noexec", "sync",
+                                "async", "dirsync"};
+  for (const char* k : names)
+    if (n == k) return true;
+  return false;
+}
+
 // Generic mount(8) options that mount.fuse3 may pass; they have no meaning here.
 bool generic_mount_option(const std::string& n) {
-  static const char* names[] = {"defaults", "dev", "nodev", "suid", "nosuid", "exec", "noexec",
-                                "atime", "async", "sync",
-                                "auto", "noauto", "nofail", "_netdev", "default_permissions"};
+  static const char* names[] = {"defaults", "auto", "noauto", "nofail", "_netdev", "atime",
+                                "default_permissions", "user", "nouser", "users"};
   for (const char* g : names)
     if (n == g) return true;
   return n.rfind("x-", 0) == 0;
@@ -106,6 +114,10 @@ Status apply_one(Options& o, const std::string& item) {
       return make_error(Errc::kInvalid, "option " + name + " needs a value (" + name + "=" + s.value + ")");
     }
     return s.apply(o, value);
+  }
+  if (kernel_mount_flag(name) && eq == std::string::npos) {
+    o.kernel_flags.push_back(name);
+    return {};
   }
   if (generic_mount_option(name)) return {};
   return make_error(Errc::kInvalid, "unknown option '" + name + "' (see pmemfuse --help)");
@@ -131,7 +143,9 @@ std::string help_text() {
     h << "  " << left << std::string(left.size() < 22 ? 22 - left.size() : 1, ' ') << s.help
       << " (default: " << s.dflt << ")\n";
   }
-  h << "\nGeneric mount options (defaults, nodev, nosuid, noatime, ...) are accepted and ignored.\n"
+  h << "\nThe mount flags dev, nodev, suid, nosuid, exec, noexec, sync, async and dirsync go to\n"
+       "the kernel (FUSE mounts default to nosuid,nodev). Generic fstab options (defaults,\n"
+       "auto, noauto, nofail, _netdev, x-*) are accepted and ignored.\n"
        "Permissions are always checked by the kernel (default_permissions).\n";
   return h.str();
 }

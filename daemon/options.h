@@ -25,6 +25,7 @@ struct Options {
   double attr_timeout = 1.0;   // seconds the kernel may cache attributes
   double entry_timeout = 1.0;  // seconds the kernel may cache names
   std::string log_level = "info";
+  std::vector<std::string> kernel_flags;  // mount(8) flags for the kernel: suid, dev, ...
   uint64_t emulate_devdax = 0;  // bytes; 0: off
   bool show_help = false;
   bool show_version = false;

@@ -55,3 +55,24 @@ def test_help_and_version_exit_0_without_mounting():
     cp = run([require(DAEMON), "-V"], timeout=20)
     assert cp.returncode == 0, cp.stderr
     assert cp.stdout.strip(), "no version output"
+
+
+def _mount_flags(mnt) -> set[str]:
+    with open("/proc/self/mounts") as f:
+        for line in f:
+            fields = line.split()
+            if fields[1] == str(mnt):
+                return set(fields[3].split(","))
+    raise AssertionError(f"{mnt} is not mounted")
+
+
+@pytest.mark.parametrize("args,present,absent", [
+    ([], {"nosuid", "nodev"}, set()),
+    (["-o", "suid,dev"], set(), {"nosuid", "nodev"}),
+    (["-o", "noexec"], {"noexec", "nosuid"}, set()),
+], ids=["default", "suid,dev", "noexec"])
+def test_mount_flags_reach_the_kernel(image, mount_factory, args, present, absent):
+    m = mount_factory(image, args=args)
+    flags = _mount_flags(m.mnt)
+    assert present <= flags, f"{flags} lacks {present - flags}"
+    assert not (absent & flags), f"{flags} has {absent & flags}"
