@@ -143,13 +143,24 @@ Status verify_inode(const DiskInode& d, uint64_t ino, uint64_t block_count) {
   return {};
 }
 
+// The header every per-inode metadata block (leaf, directory, xattr) starts with:
+// magic at byte 0, crc at 4, owning inode at 8.
+static Status verify_owned_block(const uint8_t* blk, uint32_t magic, uint64_t owner, const std::string& n) {
+  uint32_t m;
+  uint64_t o;
+  std::memcpy(&m, blk, sizeof m);
+  std::memcpy(&o, blk + 8, sizeof o);
+  if (m != magic) return corrupt(n + ": bad magic");
+  if (!block_crc_ok(blk)) return corrupt(n + ": crc mismatch");
+  if (o != owner) return corrupt(n + ": owner " + std::to_string(o));
+  return {};
+}
+
 Status verify_leaf(const uint8_t* blk, uint64_t bno, uint64_t owner, uint64_t block_count) {
   DiskExtentLeaf l;
   std::memcpy(&l, blk, sizeof l);
   std::string n = blk_name("extent leaf", bno) + " of inode " + std::to_string(owner);
-  if (l.magic != kLeafMagic) return corrupt(n + ": bad magic");
-  if (!block_crc_ok(blk)) return corrupt(n + ": crc mismatch");
-  if (l.owner != owner) return corrupt(n + ": owner " + std::to_string(l.owner));
+  PF_CHECK(verify_owned_block(blk, kLeafMagic, owner, n));
   if (l.count == 0 || l.count > kLeafExtents) return corrupt(n + ": count " + std::to_string(l.count));
   if (l.next >= block_count) return corrupt(n + ": next out of range");
   return verify_extent_list(l.extents, l.count, owner, block_count, "leaf " + std::to_string(bno));
@@ -159,9 +170,8 @@ Status verify_dir_block(const uint8_t* blk, uint64_t bno, uint64_t owner, uint64
   DiskDirHeader h;
   std::memcpy(&h, blk, sizeof h);
   std::string n = blk_name("dir block", bno) + " of inode " + std::to_string(owner);
-  if (h.magic != kDirMagic) return corrupt(n + ": bad magic");
-  if (!block_crc_ok(blk)) return corrupt(n + ": crc mismatch");
-  if (h.owner != owner || h.lblk != lblk) return corrupt(n + ": owner/lblk mismatch");
+  PF_CHECK(verify_owned_block(blk, kDirMagic, owner, n));
+  if (h.lblk != lblk) return corrupt(n + ": lblk " + std::to_string(h.lblk) + ", expected " + std::to_string(lblk));
   uint32_t off = sizeof(DiskDirHeader);
   while (off < kBlockSize) {
     DiskDirent e;
@@ -204,9 +214,7 @@ Status verify_xattr_block(const uint8_t* blk, uint64_t bno, uint64_t owner) {
   DiskXattrHeader h;
   std::memcpy(&h, blk, sizeof h);
   std::string n = blk_name("xattr block", bno) + " of inode " + std::to_string(owner);
-  if (h.magic != kXattrMagic) return corrupt(n + ": bad magic");
-  if (!block_crc_ok(blk)) return corrupt(n + ": crc mismatch");
-  if (h.owner != owner) return corrupt(n + ": owner " + std::to_string(h.owner));
+  PF_CHECK(verify_owned_block(blk, kXattrMagic, owner, n));
   if (h.used > kXattrBlockBytes) return corrupt(n + ": used " + std::to_string(h.used));
   return verify_xattr_entries(blk + sizeof h, h.used, owner, blk_name("xattr block", bno));
 }
