@@ -1,6 +1,7 @@
 // fs/data.cc: file data on the plain path: reads straight from the media mapping, writes
 // in place or into newly allocated blocks (persisted before the transaction that maps
-// them), truncate in bounded transactions.
+// them), truncate, fallocate and hole punching in bounded transactions, SEEK_DATA /
+// SEEK_HOLE and relatime.
 #include <sys/stat.h>
 
 #include <algorithm>
@@ -228,10 +229,6 @@ Status Filesystem::fsync(uint64_t ino, bool datasync) {
   region_.fence();
   return {};
 }
-
-}  // namespace pmemfuse::fs
-
-namespace pmemfuse::fs {
 
 // Zeros the bytes of [off, end) that share a block with bytes outside it, where those
 // blocks hold written data; whole blocks are left to the caller.
