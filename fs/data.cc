@@ -225,7 +225,7 @@ Status Filesystem::fsync(uint64_t ino, bool datasync) {
   (void)datasync;  // data and size are durable at write time on this path
   PF_TRY(i, get(ino));
   std::unique_lock lk(i->mu);
-  if (!read_only_ && !failed_) PF_CHECK(flush_times_locked(*i));
+  PF_CHECK(flush_times_locked(*i));
   region_.fence();
   return {};
 }
@@ -309,7 +309,8 @@ Status Filesystem::fallocate(uint64_t ino, uint32_t mode, uint64_t off, uint64_t
   std::unique_lock lk(i->mu);
   if (S_ISDIR(i->d.mode)) return make_error(Errc::kIsDir, "fallocate of a directory");
   if (!S_ISREG(i->d.mode)) return make_error(Errc::kNotSupported, "fallocate of a special file");
-  if (punch || zero) zero_partial_blocks(*i, off, std::min(end, punch ? i->d.size : end));
+  if (punch) zero_partial_blocks(*i, off, std::min(end, i->d.size));  // nothing to keep past EOF
+  if (zero) zero_partial_blocks(*i, off, end);
   uint64_t lo = (off + kBlockSize - 1) / kBlockSize, hi = end / kBlockSize;
   if (punch) PF_CHECK(punch_locked(*i, lo, hi));
   else PF_CHECK(prealloc_locked(*i, zero ? lo : off / kBlockSize, zero ? hi : (end + kBlockSize - 1) / kBlockSize, zero));

@@ -231,7 +231,7 @@ void Filesystem::drop(const InodeRef& i) {
   std::unique_lock lk(i->mu);
   bool gone = false;
   if (i->d.nlink == 0 && !read_only_ && !failed_) gone = reclaim_locked(*i).ok();
-  else if (!read_only_ && !failed_) (void)flush_times_locked(*i);
+  else (void)flush_times_locked(*i);
   lk.unlock();
   std::lock_guard ic(icache_mu_);
   i->dropping = false;
@@ -274,13 +274,14 @@ void Filesystem::release(uint64_t ino) {
   }
   {
     std::unique_lock lk(i->mu);
-    if (!read_only_ && !failed_) (void)flush_times_locked(*i);
+    (void)flush_times_locked(*i);
   }
   maybe_drop(i);
 }
 
+// Writes timestamps kept only in DRAM. Nothing to do on a read-only or shut-down mount.
 Status Filesystem::flush_times_locked(Inode& i) {
-  if (!i.times_dirty) return {};
+  if (!i.times_dirty || read_only_ || failed_) return {};
   Tx tx(region_);
   write_inode(tx, i);
   return commit(tx);
@@ -512,20 +513,6 @@ Result<StatFs> Filesystem::statfs() {
   s.ffree = itable_->capacity() - used + growable * kInodesPerChunk;
   s.files = used + s.ffree;
   return s;
-}
-
-Status Filesystem::syncfs() {
-  std::vector<InodeRef> all;
-  {
-    std::lock_guard ic(icache_mu_);
-    for (auto& [n, i] : icache_) all.push_back(i);
-  }
-  for (auto& i : all) {
-    std::unique_lock lk(i->mu);
-    if (!read_only_) PF_CHECK(flush_times_locked(*i));
-  }
-  region_.fence();
-  return {};
 }
 
 }  // namespace pmemfuse::fs

@@ -151,7 +151,6 @@ class Filesystem {
   // relatime: after a read, atime moves if it is not newer than mtime/ctime or a day old.
   // True when it moved (the kernel's cached attributes are then stale).
   bool touch_atime(uint64_t ino);
-  Status syncfs();
 
   // Lists entries from cookie (0: start); "." and ".." come first. fn returns false when
   // it cannot take the entry (it is then not counted). With plus, attr is filled and a
