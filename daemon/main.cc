@@ -61,7 +61,10 @@ int serve(const Options& o, fs::Filesystem& fs) {
   fuse_args fargs = FUSE_ARGS_INIT(int(argv.size()), argv.data());
   Context ctx{&fs, &o};
   fuse_session* se = fuse_session_new(&fargs, &lowlevel_ops(), sizeof(fuse_lowlevel_ops), &ctx);
-  if (!se) return fail("cannot create the FUSE session (see the message above)");
+  if (!se) {
+    fuse_opt_free_args(&fargs);
+    return fail("cannot create the FUSE session (see the message above)");
+  }
   ctx.se = se;
   int rc = 1;
   if (fuse_set_signal_handlers(se) != 0) {
@@ -88,6 +91,7 @@ int serve(const Options& o, fs::Filesystem& fs) {
   }
   fuse_remove_signal_handlers(se);
   fuse_session_destroy(se);
+  fuse_opt_free_args(&fargs);
   // The loops return a signal number when SIGTERM/SIGINT/SIGHUP ended them: a clean exit.
   return rc >= 0 ? 0 : 1;
 }

@@ -52,8 +52,9 @@ fuse_entry_param to_entry(fuse_req_t req, const fs::Attr& a) {
   return e;
 }
 
-// After a reply: an access moved atime, so the kernel's cached attributes are stale. Only
-// attributes are invalidated (offset -1), which takes no page locks.
+// Before the reply, so a stat once the call has returned sees the new atime: an access
+// that moved atime makes the kernel's cached attributes stale. Only attributes are
+// invalidated (offset -1), which takes no inode or page locks.
 void touch_atime(Context& c, fuse_ino_t ino) {
   if (c.fs->touch_atime(ino) && c.se) fuse_lowlevel_notify_inval_inode(c.se, ino, -1, 0);
 }
@@ -209,10 +210,10 @@ void op_open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   Context& c = ctx(req);  // req is freed by the reply
   if (Status s = c.fs->open(ino); !s) return r.error(s.error());
   fi->keep_cache = 1;  // data changes only through this mount, which keeps the cache coherent
-  r.open(fi);
   // The kernel never updates atime on FUSE and serves cached reads itself: a reader's
   // open is where relatime can see the access.
   if ((fi->flags & O_ACCMODE) != O_WRONLY) touch_atime(c, ino);
+  r.open(fi);
 }
 
 void op_create(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode, fuse_file_info* fi) {
@@ -230,13 +231,12 @@ void op_create(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode,
 
 void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info*) {
   Reply r(req);
-  Context& c = ctx(req);  // req is freed by the reply
-  Status s = c.fs->read(ino, uint64_t(off), size, [&](const struct iovec* v, int n) {
+  touch_atime(ctx(req), ino);
+  Status s = fsys(req).read(ino, uint64_t(off), size, [&](const struct iovec* v, int n) {
     if (n == 0) r.buf(nullptr, 0);
     else r.iov(v, n);
   });
   if (!s) return r.error(s.error());
-  touch_atime(c, ino);
 }
 
 void op_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t off, off_t len, fuse_file_info*) {
@@ -292,10 +292,10 @@ void op_opendir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
 
 void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, bool plus) {
   Reply r(req);
-  Context& c = ctx(req);  // req is freed by the reply
+  touch_atime(ctx(req), ino);
   std::vector<char> buf(size);
   size_t used = 0;
-  Status s = c.fs->readdir(ino, uint64_t(off), plus, [&](std::string_view name, const fs::Attr& a, uint64_t next) {
+  Status s = fsys(req).readdir(ino, uint64_t(off), plus, [&](std::string_view name, const fs::Attr& a, uint64_t next) {
     std::string n(name);
     size_t need;
     if (plus) {
@@ -314,7 +314,6 @@ void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, bool plu
   });
   if (!s && used == 0) return r.error(s.error());
   r.buf(buf.data(), used);
-  touch_atime(c, ino);
 }
 
 void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info*) {

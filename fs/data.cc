@@ -120,6 +120,7 @@ Result<uint64_t> Filesystem::write_batch_locked(Inode& i, uint64_t off, const ui
   uint64_t lo = off / kBlockSize, covered;
   PF_TRY(segs, map_for_write(tx, i, lo, (off + size + kBlockSize - 1) / kBlockSize, &covered));
   uint64_t end = std::min(off + size, covered * kBlockSize);
+  if (end > i.d.size) zero_past_eof(i);  // before the data, which may overlap it
   std::vector<Extent> fresh;
   for (const Segment& s : segs) {
     uint64_t s_lo = s.lblk * kBlockSize, s_hi = (s.lblk + s.len) * kBlockSize;
@@ -203,20 +204,14 @@ Status Filesystem::trim_locked(Inode& i, uint64_t from, Tx& first, bool keep_orp
 Status Filesystem::truncate_locked(Inode& i, uint64_t size, int64_t t) {
   uint64_t old = i.d.size;
   i.d.mtime_ns = i.d.ctime_ns = t;
-  if (size < old && size % kBlockSize) {
-    // Bytes past the new EOF in its last block must read as zeros if the file grows again.
-    const Extent* e = i.map.find(size / kBlockSize);
-    if (e && e->lblk <= size / kBlockSize && !e->unwritten) {
-      uint64_t lb = size / kBlockSize;
-      region_.zero((e->pblk + (lb - e->lblk)) * kBlockSize + size % kBlockSize, kBlockSize - size % kBlockSize);
-    }
-  }
-  i.d.size = size;
   Tx tx(region_);
   if (size > old) {  // growing leaves a hole; preallocated blocks past EOF stay
+    zero_past_eof(i);
+    i.d.size = size;
     write_inode(tx, i);
     return commit(tx);
   }
+  i.d.size = size;
   // An unlinked file stays in the orphan table until its last release.
   return trim_locked(i, (size + kBlockSize - 1) / kBlockSize, tx, i.d.nlink == 0);
 }
@@ -228,6 +223,13 @@ Status Filesystem::fsync(uint64_t ino, bool datasync) {
   PF_CHECK(flush_times_locked(*i));
   region_.fence();
   return {};
+}
+
+// Bytes past EOF in the last block are not kept zero (a truncate that zeroed them before
+// its commit would change data a crash could still show): whatever grows the file zeros
+// them first, and the growing commit's first fence makes that durable.
+void Filesystem::zero_past_eof(Inode& i) {
+  zero_partial_blocks(i, i.d.size, (i.d.size + kBlockSize - 1) / kBlockSize * kBlockSize);
 }
 
 // Zeros the bytes of [off, end) that share a block with bytes outside it, where those
@@ -314,7 +316,10 @@ Status Filesystem::fallocate(uint64_t ino, uint32_t mode, uint64_t off, uint64_t
   uint64_t lo = (off + kBlockSize - 1) / kBlockSize, hi = end / kBlockSize;
   if (punch) PF_CHECK(punch_locked(*i, lo, hi));
   else PF_CHECK(prealloc_locked(*i, zero ? lo : off / kBlockSize, zero ? hi : (end + kBlockSize - 1) / kBlockSize, zero));
-  if (!keep && end > i->d.size) i->d.size = end;
+  if (!keep && end > i->d.size) {
+    zero_past_eof(*i);
+    i->d.size = end;
+  }
   i->d.mtime_ns = i->d.ctime_ns = now();  // every mode, as ext4
   Tx tx(region_);
   write_inode(tx, *i);

@@ -56,7 +56,7 @@ void Directory::account(uint64_t lblk, const uint8_t* blk) {
 Result<std::unique_ptr<Directory>> Directory::load(const mm::Region& region, uint64_t ino,
                                                    const ExtentMap& map, uint64_t nblocks) {
   auto d = std::make_unique<Directory>();
-  d->max_free_.resize(nblocks);
+  // Grown block by block: nblocks comes from the inode's size, which may be damaged.
   for (uint64_t lb = 0; lb < nblocks; lb++) {
     const Extent* e = map.find(lb);
     if (!e || e->lblk > lb || e->unwritten) {
@@ -70,6 +70,7 @@ Result<std::unique_ptr<Directory>> Directory::load(const mm::Region& region, uin
       if (r.ino != 0) d->by_hash_.emplace(hash(name_at(blk, off)), lb * kBlockSize + off);
       off += r.rec_len;
     }
+    d->max_free_.push_back(0);
     d->account(lb, blk);
   }
   return d;
@@ -101,11 +102,7 @@ Status Directory::add(Tx& tx, Space& space, uint64_t dir_ino, DiskInode& d, Exte
     PF_TRY(runs, space.alloc(tx, 1, map.goal(lb)));
     auto removed = map.replace(tx, space, dir_ino, d, lb, lb + 1, {{lb, 1, runs[0].start, false}});
     if (!removed) return std::move(removed.error());
-    uint8_t* blk = tx.stage(runs[0].start);
-    std::memset(blk, 0, kBlockSize);
-    DiskDirHeader h{kDirMagic, 0, dir_ino, lb, 0};
-    std::memcpy(blk, &h, sizeof h);
-    put_rec(blk, sizeof h, {0, uint16_t(kBlockSize - sizeof h), 0, 0});
+    init_block(tx.stage(runs[0].start), dir_ino, lb);
     d.size += kBlockSize;
     d.blocks += 1;
     max_free_.push_back(0);
@@ -133,6 +130,13 @@ Status Directory::add(Tx& tx, Space& space, uint64_t dir_ino, DiskInode& d, Exte
   by_hash_.emplace(hash(name), lb * kBlockSize + off);
   account(lb, blk);
   return {};
+}
+
+void Directory::init_block(uint8_t* blk, uint64_t owner, uint64_t lblk) {
+  std::memset(blk, 0, kBlockSize);
+  DiskDirHeader h{kDirMagic, 0, owner, lblk, 0};
+  std::memcpy(blk, &h, sizeof h);
+  put_rec(blk, sizeof h, {0, uint16_t(kBlockSize - sizeof h), 0, 0});
 }
 
 void Directory::remove(Tx& tx, const ExtentMap& map, const DirEntry& e, std::string_view name) {

@@ -37,6 +37,8 @@ class Directory {
   void remove(Tx& tx, const ExtentMap& map, const DirEntry& e, std::string_view name);
   // Points an existing entry at another inode (rename over an existing name).
   void retarget(Tx& tx, const ExtentMap& map, const DirEntry& e, uint64_t ino, uint8_t type);
+  // Formats blk as block lblk of directory owner holding no entries (not sealed).
+  static void init_block(uint8_t* blk, uint64_t owner, uint64_t lblk);
   // Calls fn(name, entry, next_cookie) for entries at positions >= from, in position
   // order, until fn returns false.
   void list(const mm::Region& region, const ExtentMap& map, uint64_t from,

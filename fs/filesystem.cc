@@ -11,15 +11,9 @@
 
 #include "fs/acl.h"
 #include "fs/verify.h"
-#include "mm/crc32c.h"
 
 namespace pmemfuse::fs {
 namespace {
-
-uint32_t orphan_crc(uint64_t ino, uint64_t slot) {
-  uint64_t v[2] = {ino, slot};
-  return mm::crc32c(0, v, sizeof v);
-}
 
 std::string hex(uint32_t v) {
   char b[16];
@@ -48,8 +42,14 @@ Result<std::unique_ptr<Filesystem>> Filesystem::mount(mm::Region region, const M
                                             "create one with mkfs.pmemfuse");
   }
   if (Status s = verify_super(sb, device_blocks, "superblock"); !s) {
-    return make_error(Errc::kCorrupt, dev + ": " + s.error().msg +
-                                          "; run fsck.pmemfuse -n for a full report");
+    // The primary changes only through the journal, so a copy torn by a crash during a
+    // checkpoint is rewritten by replay; the backup says where the journal is.
+    auto backup = find_backup_super(region.base(), device_blocks);
+    if (!backup || region.read_only()) {
+      return make_error(Errc::kCorrupt, dev + ": " + s.error().msg +
+                                            "; run fsck.pmemfuse -n for a full report");
+    }
+    sb = backup->first;
   }
   if (sb.incompat & ~kIncompatKnown) {
     return make_error(Errc::kNotSupported, dev + ": unknown incompatible features " +
@@ -59,17 +59,29 @@ Result<std::unique_ptr<Filesystem>> Filesystem::mount(mm::Region region, const M
   bool ro = o.read_only || region.read_only() || (sb.ro_compat & ~kRoCompatKnown);
   std::unique_ptr<Filesystem> fs(new Filesystem(std::move(region), sb, o, ro));
   fs->info_.read_only = ro;
-  PF_CHECK(fs->open_components());
+  if (Status s = fs->open_components(); !s) {
+    // Refused: the destructor must not "unmount" (write the superblock, its backup and
+    // the journal header) from half-loaded, possibly damaged state.
+    fs->unmounted_ = true;
+    return std::move(s.error());
+  }
   return fs;
 }
 
 Status Filesystem::open_components() {
-  PF_TRY(j, Journal::open(region_, sb_.journal_start, sb_.journal_blocks, !region_.read_only()));
-  journal_ = std::move(j);
+  // Replay writes, and an unknown ro_compat feature forbids every write: a journal that
+  // needs replay then refuses the mount.
+  uint32_t unknown_ro = sb_.ro_compat & ~kRoCompatKnown;
+  auto j = Journal::open(region_, sb_.journal_start, sb_.journal_blocks, !region_.read_only() && !unknown_ro);
+  if (!j && unknown_ro) j.error().msg += " (unknown read-only-compatible features " + hex(unknown_ro) + ")";
+  if (!j) return std::move(j.error());
+  journal_ = std::move(*j);
   info_.replayed = journal_->pending_at_open();
   // Replay may have changed the superblock.
   std::memcpy(&sb_, region_.at(0), sizeof sb_);
-  PF_CHECK(verify_super(sb_, region_.size() / kBlockSize, "superblock after journal replay"));
+  if (Status s = verify_super(sb_, region_.size() / kBlockSize, "superblock after journal replay"); !s) {
+    return make_error(Errc::kCorrupt, region_.path() + ": " + s.error().msg + "; fsck.pmemfuse -y restores it from the backup");
+  }
   space_ = std::make_unique<Space>(region_, sb_);
   PF_CHECK(space_->load());
   itable_ = std::make_unique<InodeTable>(region_, *space_, *journal_, sb_);
@@ -94,7 +106,7 @@ Status Filesystem::load_orphans() {
       free_orphan_slots_.push_back(s);
       continue;
     }
-    if (slot.crc != orphan_crc(slot.ino, s) || !itable_->valid(slot.ino)) {
+    if (slot.crc != orphan_slot_crc(slot.ino, s) || !itable_->valid(slot.ino)) {
       return corrupt("orphan table (block " + std::to_string(sb_.orphan_start + s / kOrphanSlotsPerBlock) +
                      "): slot " + std::to_string(s) + " is damaged");
     }
@@ -105,7 +117,12 @@ Status Filesystem::load_orphans() {
 
 Status Filesystem::finish_orphans() {
   for (auto [slot, ino] : orphans_at_mount_) {
-    PF_TRY(i, get(ino));
+    auto got = get(ino);
+    if (!got && got.error().code == Errc::kNotFound) {
+      return corrupt("orphan table slot " + std::to_string(slot) + " names inode " + std::to_string(ino) +
+                     ", which is not in use; run fsck.pmemfuse -y");
+    }
+    PF_TRY(i, std::move(got));
     std::unique_lock lk(i->mu);
     if (!(i->d.flags & kInodeOrphan) || i->d.orphan_slot != slot + 1) {
       return corrupt("orphan table slot " + std::to_string(slot) + " names inode " +
@@ -204,7 +221,10 @@ Result<Filesystem::InodeRef> Filesystem::get(uint64_t ino) {
   i->d = d;
   PF_TRY(map, ExtentMap::load(region_, ino, d, sb_.block_count));
   i->map = std::move(map);
-  if (S_ISDIR(d.mode)) {
+  if (S_ISDIR(d.mode) && d.nlink == 0) {
+    // Removed, so empty; its blocks may already be freed by a reclaim a crash cut short.
+    i->dir = std::make_unique<Directory>();
+  } else if (S_ISDIR(d.mode)) {
     if (d.size % kBlockSize) return corrupt("directory inode " + std::to_string(ino) + ": size not block-aligned");
     PF_TRY(dir, Directory::load(region_, ino, i->map, d.size / kBlockSize));
     i->dir = std::move(dir);
@@ -306,7 +326,7 @@ Status Filesystem::orphan_add(Tx& tx, Inode& i) {
     std::lock_guard lk(orphan_mu_);
     free_orphan_slots_.push_back(s);
   });
-  DiskOrphanSlot slot{i.ino, orphan_crc(i.ino, s), 0};
+  DiskOrphanSlot slot{i.ino, orphan_slot_crc(i.ino, s), 0};
   tx.put(sb_.orphan_start * kBlockSize + s * sizeof slot, slot);
   i.d.flags |= kInodeOrphan;
   i.d.orphan_slot = s + 1;

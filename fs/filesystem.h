@@ -223,6 +223,7 @@ class Filesystem {
   Status truncate_locked(Inode& i, uint64_t size, int64_t now);
   Status trim_locked(Inode& i, uint64_t from_lblk, Tx& first, bool keep_orphan);
   void zero_partial_blocks(Inode& i, uint64_t off, uint64_t end);
+  void zero_past_eof(Inode& i);
   Status prealloc_locked(Inode& i, uint64_t lo, uint64_t hi, bool zero);
   Status punch_locked(Inode& i, uint64_t lo, uint64_t hi);
   Status store_acl(Tx& tx, Inode& i, std::vector<Xattr>& xs, std::string_view name, std::string_view value);

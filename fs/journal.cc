@@ -25,6 +25,21 @@ struct BitPayload {
   uint64_t count;
 };
 
+// What a record writes lies inside the device. A transaction with a valid crc was
+// written by us, but the media under it may have been damaged since.
+bool record_in_device(const DiskTxRecord& r, const uint8_t* payload, uint64_t device_bytes) {
+  if (r.kind == uint16_t(RecKind::kBytes)) return r.len <= device_bytes && r.dest <= device_bytes - r.len;
+  bool bits = r.kind == uint16_t(RecKind::kSetBits) || r.kind == uint16_t(RecKind::kClearBits);
+  if (!bits || r.len != sizeof(BitPayload)) return false;
+  BitPayload p;
+  std::memcpy(&p, payload, sizeof p);
+  uint64_t blocks = device_bytes / kBlockSize;
+  if (r.dest >= blocks) return false;
+  if (p.count == 0) return true;
+  // The bitmap block of the last bit, computed without overflow.
+  return p.first <= UINT64_MAX - p.count && (p.first + p.count - 1) / kBitsPerBitmapBlock < blocks - r.dest;
+}
+
 }  // namespace
 
 // ---- Tx ----
@@ -188,13 +203,13 @@ Status Journal::validate_body(const uint8_t* body, uint32_t body_bytes, uint32_t
   uint64_t off = 0;
   for (uint32_t i = 0; i < nrecords; i++) {
     DiskTxRecord r;
-    if (off + sizeof r > body_bytes) break;
-    std::memcpy(&r, body + off, sizeof r);
-    off += sizeof r;
-    bool bits = r.kind == uint16_t(RecKind::kSetBits) || r.kind == uint16_t(RecKind::kClearBits);
-    bool ok = (r.kind == uint16_t(RecKind::kBytes) && r.dest + r.len <= region_.size()) ||
-              (bits && r.len == sizeof(BitPayload) && r.dest < region_.size() / kBlockSize);
-    if (!ok || off + r.len > body_bytes) {
+    bool inside = off + sizeof r <= body_bytes;
+    if (inside) {
+      std::memcpy(&r, body + off, sizeof r);
+      off += sizeof r;
+      inside = r.len <= body_bytes - off;
+    }
+    if (!inside || !record_in_device(r, body + off, region_.size())) {
       return make_error(Errc::kCorrupt, "journal: transaction " + std::to_string(seq) +
                                             " record " + std::to_string(i) + " out of range");
     }
@@ -223,6 +238,20 @@ void Journal::apply(const uint8_t* body, uint32_t nrecords) {
   }
 }
 
+Journal::TxRead Journal::read_tx(uint64_t lsn, uint64_t seq, DiskTxHeader* th,
+                                 std::vector<uint8_t>* body) const {
+  copy_out(lsn, th, sizeof *th);
+  if (th->magic != kTxMagic || th->lsn != lsn || th->seq != seq || th->body_bytes > log_bytes_ - sizeof *th) {
+    return TxRead::kEnd;
+  }
+  body->resize(th->body_bytes);
+  copy_out(lsn + sizeof *th, body->data(), body->size());
+  DiskTxHeader zc = *th;
+  zc.crc = 0;
+  uint32_t crc = mm::crc32c(mm::crc32c(0, &zc, sizeof zc), body->data(), body->size());
+  return crc == th->crc ? TxRead::kValid : TxRead::kBadCrc;
+}
+
 Status Journal::recover(bool replay) {
   DiskJournalHeader best{};
   bool found = false;
@@ -242,21 +271,20 @@ Status Journal::recover(bool replay) {
   std::vector<uint8_t> body;
   for (;;) {
     DiskTxHeader th;
-    copy_out(lsn, &th, sizeof th);
-    if (th.magic != kTxMagic || th.lsn != lsn || th.seq != seq ||
-        th.body_bytes > log_bytes_ - sizeof th) {
-      break;
+    TxRead got = read_tx(lsn, seq, &th, &body);
+    uint64_t next = lsn + round_up(sizeof th + th.body_bytes, kTxAlign);
+    if (got == TxRead::kBadCrc && read_tx(next, seq + 1, &th, &body) == TxRead::kValid) {
+      // A torn commit is always the last transaction. Stopping at a damaged one that
+      // has successors would roll back the blocks it shares with older transactions.
+      return make_error(Errc::kCorrupt, "journal: transaction " + std::to_string(seq) + " at lsn " +
+                                            std::to_string(lsn) + " fails its crc, but transaction " +
+                                            std::to_string(seq + 1) + " follows it");
     }
-    body.resize(th.body_bytes);
-    copy_out(lsn + sizeof th, body.data(), body.size());
-    DiskTxHeader zc = th;
-    zc.crc = 0;
-    uint32_t crc = mm::crc32c(mm::crc32c(0, &zc, sizeof zc), body.data(), body.size());
-    if (crc != th.crc) break;
+    if (got != TxRead::kValid) break;
     PF_CHECK(validate_body(body.data(), th.body_bytes, th.nrecords, seq));
     if (replay) apply(body.data(), th.nrecords);
     pending_at_open_++;
-    lsn += round_up(sizeof th + th.body_bytes, kTxAlign);
+    lsn = next;
     seq++;
   }
   if (pending_at_open_ > 0 && !replay) {

@@ -105,6 +105,10 @@ class Journal {
 
  private:
   Journal(mm::Region& region, uint64_t start, uint64_t blocks);
+  // The transaction with sequence number seq at lsn: its header, and its body in *body.
+  // kEnd: none starts there; kBadCrc: one starts there but fails its crc.
+  enum class TxRead { kValid, kEnd, kBadCrc };
+  TxRead read_tx(uint64_t lsn, uint64_t seq, DiskTxHeader* th, std::vector<uint8_t>* body) const;
   Status recover(bool replay);
   void write_header_locked();
   void copy_out(uint64_t lsn, void* dst, size_t n) const;

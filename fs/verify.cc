@@ -40,6 +40,11 @@ uint32_t inode_crc(const DiskInode& d) {
 
 void seal_inode(DiskInode& d) { d.crc = inode_crc(d); }
 
+uint32_t orphan_slot_crc(uint64_t ino, uint64_t slot) {
+  uint64_t v[2] = {ino, slot};
+  return mm::crc32c(0, v, sizeof v);
+}
+
 Status verify_super(const DiskSuper& sb, uint64_t device_blocks, const char* which) {
   std::string w = which;
   if (sb.magic != kSuperMagic) return corrupt(w + ": bad magic (not a pmemfuse image)");
@@ -72,6 +77,15 @@ Status verify_super(const DiskSuper& sb, uint64_t device_blocks, const char* whi
   if (sb.root_ino != 1) return corrupt(w + ": root_ino " + std::to_string(sb.root_ino));
   if (sb.state != kStateClean && sb.state != kStateMounted) return corrupt(w + ": state field");
   return {};
+}
+
+Result<std::pair<DiskSuper, uint64_t>> find_backup_super(const uint8_t* base, uint64_t device_blocks) {
+  for (uint64_t bc = device_blocks; bc >= kMinBlocks && bc + 2048 >= device_blocks; bc--) {
+    DiskSuper b;
+    std::memcpy(&b, base + (bc - 1) * kBlockSize, sizeof b);
+    if (verify_super(b, device_blocks, "backup superblock")) return std::make_pair(b, bc - 1);
+  }
+  return corrupt("no valid backup superblock");
 }
 
 Status verify_bitmap_block(const uint8_t* blk, uint64_t bno, uint64_t index, const char* what) {

@@ -187,6 +187,19 @@ Result<Region> Region::anonymous(uint64_t size, std::unique_ptr<Persister> p) {
   return r;
 }
 
+Result<Region> Region::anonymous_copy(const uint8_t* src, uint64_t size) {
+  PF_TRY(r, anonymous(size));
+  // The new mapping reads as zeros: copying only non-zero pages keeps copies of mostly
+  // empty images cheap (no page is faulted in for them).
+  static const uint8_t zero_page[kPageSize] = {};
+  uint64_t off = 0;
+  for (; off + kPageSize <= size; off += kPageSize) {
+    if (std::memcmp(src + off, zero_page, kPageSize) != 0) std::memcpy(r.base() + off, src + off, kPageSize);
+  }
+  if (off < size) std::memcpy(r.base() + off, src + off, size - off);
+  return r;
+}
+
 Region::Region(Region&& o) noexcept { *this = std::move(o); }
 
 Region& Region::operator=(Region&& o) noexcept {

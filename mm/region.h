@@ -35,6 +35,8 @@ class Region {
   static Status create_file(const std::string& path, uint64_t size);
   // Unit tests and crash simulation: an anonymous mapping with the given persistence.
   static Result<Region> anonymous(uint64_t size, std::unique_ptr<Persister> p = nullptr);
+  // An anonymous region holding a copy of size bytes at src (a crash image, a snapshot).
+  static Result<Region> anonymous_copy(const uint8_t* src, uint64_t size);
 
   Region(Region&& o) noexcept;
   Region& operator=(Region&& o) noexcept;

@@ -14,86 +14,11 @@
 
 #include "fs/verify.h"
 #include "mm/crc32c.h"
-#include "tests/unit/fs/helpers.h"
+#include "tests/unit/fs/damage.h"
 
 using namespace pmemfuse;
 using namespace pmemfuse::fs;
 using namespace pmemfuse::fs::testing;
-
-namespace {
-
-std::string all_problems(const CheckReport& rep) {
-  std::string s;
-  for (auto& p : rep.problems) s += p + "\n";
-  return s;
-}
-
-bool mentions(const CheckReport& rep, std::initializer_list<const char*> words) {
-  for (auto& p : rep.problems) {
-    bool all = true;
-    for (const char* w : words) all = all && p.find(w) != std::string::npos;
-    if (all) return true;
-  }
-  return false;
-}
-
-CheckReport check(const mm::Region& r) {
-  mm::Region copy = copy_region(r);
-  return take(check_image(copy), "check_image");
-}
-
-uint64_t inode_off(const mm::Region& r, uint64_t ino) {
-  DiskSuper sb = read_super(r);
-  DiskItableIndex x;
-  std::memcpy(&x, r.at(sb.itable_index * kBlockSize), sizeof x);
-  uint64_t ci = (ino - 1) / kInodesPerChunk, slot = (ino - 1) % kInodesPerChunk;
-  REQUIRE(ci < x.nchunks);
-  return (x.chunks[ci] + 1) * kBlockSize + slot * kInodeSize;
-}
-
-DiskInode inode_at(const mm::Region& r, uint64_t ino) {
-  DiskInode d;
-  std::memcpy(&d, r.at(inode_off(r, ino)), sizeof d);
-  return d;
-}
-
-void put_inode(mm::Region& r, uint64_t ino, DiskInode d) {
-  seal_inode(d);
-  std::memcpy(r.base() + inode_off(r, ino), &d, sizeof d);
-}
-
-// A cleanly unmounted image with one of each structure worth damaging.
-struct Populated {
-  mm::Region img;
-  uint64_t dir = 0, file = 0, big = 0, xf = 0, link = 0, sub = 0;
-};
-
-Populated populate() {
-  auto fs = mount_fresh();
-  Populated p{mm::Region(formatted(kMinBlocks * kBlockSize)), 0, 0, 0, 0, 0, 0};
-  p.dir = make_dir(*fs, kRoot, "dir").ino;
-  for (int k = 0; k < 400; k++) make_file(*fs, p.dir, "entry-with-a-longish-name-" + std::to_string(k));
-  p.sub = make_dir(*fs, p.dir, "sub").ino;
-  p.file = make_file(*fs, kRoot, "file").ino;
-  write_str(*fs, p.file, 0, pattern(10000, 1));
-  p.big = make_file(*fs, kRoot, "big").ino;
-  for (uint64_t k = 0; k < 20; k++) write_str(*fs, p.big, 2 * k * kBlockSize, pattern(100, k));
-  p.xf = make_file(*fs, kRoot, "xf").ino;
-  require_ok(fs->setxattr(p.xf, "user.big", std::string(3000, 'x'), {}));
-  p.link = take(fs->symlink(kRoot, "link", std::string(2000, 'l'), kCaller)).ino;
-  p.img = unmount_copy(*fs);
-  return p;
-}
-
-template <class T>
-void expect_corrupt(const Result<T>& r, const char* word) {
-  REQUIRE_FALSE(r.ok());
-  CHECK(r.error().code == Errc::kCorrupt);
-  INFO("message: " << r.error().msg);
-  CHECK(r.error().msg.find(word) != std::string::npos);
-}
-
-}  // namespace
 
 TEST_CASE("check: a fresh image has no problems", "[fs][check]") {
   mm::Region r = formatted();
@@ -135,11 +60,36 @@ TEST_CASE("check: a crash image is replayed first and is consistent", "[fs][chec
   CHECK(rep.inodes == 3);
 }
 
+TEST_CASE("check: a primary superblock that the journal replay rewrites is no problem", "[fs][check]") {
+  auto fs = mount_fresh();
+  make_file(*fs, kRoot, "f");
+  // The mount's transaction (state = mounted) still holds the whole superblock.
+  mm::Region crash = copy_region(fs->region());
+  crash.base()[offsetof(DiskSuper, label) + 3] ^= 0x01;
+  CheckReport rep = check(crash);
+  INFO(all_problems(rep));
+  CHECK(rep.replayed > 0);
+  CHECK_FALSE(rep.primary_super_bad);
+  CHECK(rep.problem_count == 0);
+}
+
 TEST_CASE("check: an image that is not pmemfuse is refused", "[fs][check]") {
   mm::Region blank = take(mm::Region::anonymous(kDefaultImage));
   auto rep = check_image(blank);
   REQUIRE_FALSE(rep.ok());
   CHECK(rep.error().code == Errc::kInvalid);
+}
+
+TEST_CASE("check: unknown incompatible or read-only-compatible features are refused", "[fs][check]") {
+  mm::Region r = formatted();
+  DiskSuper sb = read_super(r);
+  SECTION("incompat") { sb.incompat |= 1u << 31; }
+  SECTION("ro_compat (a repair could not know what it must keep)") { sb.ro_compat |= 1u << 31; }
+  sb.crc = super_crc(sb);
+  std::memcpy(r.base(), &sb, sizeof sb);
+  auto rep = check_image(r);
+  REQUIRE_FALSE(rep.ok());
+  CHECK(rep.error().code == Errc::kNotSupported);
 }
 
 TEST_CASE("check: damage to one structure is reported and refused by mount or access",
@@ -154,6 +104,12 @@ TEST_CASE("check: damage to one structure is reported and refused by mount or ac
     INFO(all_problems(rep));
     CHECK(mentions(rep, {"inode " , "crc"}));
     CHECK(mentions(rep, {"points to inode", "free or damaged"}));
+    CHECK(rep.damaged_inodes == std::vector<uint64_t>{p.file});
+    REQUIRE(rep.dangling.size() == 1);
+    CHECK(rep.dangling[0].dir == kRoot);
+    CHECK(rep.dangling[0].name == "file");
+    CHECK(rep.dangling[0].ino == p.file);
+    CHECK_FALSE(rep.leaked.empty());  // its blocks are not counted as owned
     auto fs = mount(std::move(img));
     expect_corrupt(fs->lookup(kRoot, "file"), "inode");
     expect_corrupt(fs->getattr(p.file), "inode");
@@ -163,6 +119,8 @@ TEST_CASE("check: damage to one structure is reported and refused by mount or ac
     img.base()[inode_off(img, kRoot) + offsetof(DiskInode, mtime_ns)] ^= 0x01;
     CheckReport rep = check(img);
     CHECK(mentions(rep, {"inode 1", "crc"}));
+    CHECK(rep.damaged_inodes == std::vector<uint64_t>{kRoot});
+    CHECK(rep.unreachable.size() == 5);  // dir, file, big, xf, link
     expect_corrupt(Filesystem::mount(std::move(img), {}), "inode 1");
   }
   SECTION("(b) a directory block") {
@@ -173,6 +131,8 @@ TEST_CASE("check: damage to one structure is reported and refused by mount or ac
     CheckReport rep = check(img);
     INFO(all_problems(rep));
     CHECK(mentions(rep, {"dir block", "crc"}));
+    CHECK(rep.damaged_dirs == std::vector<uint64_t>{p.dir});
+    CHECK(rep.damaged_inodes.empty());
     auto fs = mount(std::move(img));
     expect_corrupt(fs->lookup(kRoot, "dir"), "dir block");
     CHECK(fs->lookup(kRoot, "file").ok());
@@ -185,6 +145,7 @@ TEST_CASE("check: damage to one structure is reported and refused by mount or ac
     CheckReport rep = check(img);
     INFO(all_problems(rep));
     CHECK(mentions(rep, {"extent leaf", "crc"}));
+    CHECK(rep.damaged_inodes == std::vector<uint64_t>{p.big});
     auto fs = mount(std::move(img));
     expect_corrupt(fs->lookup(kRoot, "big"), "extent leaf");
     auto r = fs->read(p.big, 0, 100, [](const struct iovec*, int) {});
@@ -196,6 +157,7 @@ TEST_CASE("check: damage to one structure is reported and refused by mount or ac
     CheckReport rep = check(img);
     INFO(all_problems(rep));
     CHECK(mentions(rep, {"bitmap", "crc"}));
+    CHECK(rep.bad_bitmap_blocks == std::vector<uint64_t>{0});
     expect_corrupt(Filesystem::mount(std::move(img), {}), "bitmap");
   }
   SECTION("(d') an inode chunk bitmap") {
@@ -234,6 +196,8 @@ TEST_CASE("check: damage to one structure is reported and refused by mount or ac
     CheckReport rep = check(img);
     INFO(all_problems(rep));
     CHECK(mentions(rep, {"xattr block", "crc"}));
+    CHECK(rep.damaged_xattrs == std::vector<uint64_t>{p.xf});
+    CHECK(rep.damaged_inodes.empty());
     auto fs = mount(std::move(img));
     CHECK(fs->lookup(kRoot, "xf").ok());
     expect_corrupt(fs->getxattr(p.xf, "user.big"), "xattr block");
@@ -250,47 +214,48 @@ TEST_CASE("check: damage to one structure is reported and refused by mount or ac
 }
 
 TEST_CASE("check: a damaged orphan slot is reported and refused by mount", "[fs][check][corrupt]") {
-  auto fs = mount_fresh();
-  uint64_t f = make_file(*fs, kRoot, "f").ino;
-  write_str(*fs, f, 0, pattern(20000, 3));
-  require_ok(fs->open(f));
-  require_ok(fs->unlink(kRoot, "f"));
-  // A freeing transaction afterwards moves the log head past the orphan's transaction,
-  // so replay does not rewrite the slot we damage.
-  uint64_t g = make_file(*fs, kRoot, "g").ino;
-  write_str(*fs, g, 0, "x");
-  SetAttr s;
-  s.size = 0;
-  take(fs->setattr(g, s));
-  mm::Region crash = copy_region(fs->region());
-  DiskSuper sb = read_super(crash);
-  const DiskOrphanSlot* slots = reinterpret_cast<const DiskOrphanSlot*>(crash.at(sb.orphan_start * kBlockSize));
-  uint64_t used = UINT64_MAX;
-  for (uint64_t k = 0; k < sb.orphan_blocks * kOrphanSlotsPerBlock; k++)
-    if (slots[k].ino == f) used = k;
-  REQUIRE(used != UINT64_MAX);
+  OrphanImage o = orphan_image();
+  DiskSuper sb = read_super(o.img);
   {
-    CheckReport rep = check(crash);
+    CheckReport rep = check(o.img);
     INFO(all_problems(rep));
     REQUIRE(rep.replayed == 0);
     CHECK(rep.problem_count == 0);
   }
   SECTION("the slot naming the orphan") {
-    crash.base()[sb.orphan_start * kBlockSize + used * sizeof(DiskOrphanSlot) + 1] ^= 0x01;
-    CheckReport rep = check(crash);
+    o.img.base()[sb.orphan_start * kBlockSize + o.slot * sizeof(DiskOrphanSlot) + 1] ^= 0x01;
+    CheckReport rep = check(o.img);
     INFO(all_problems(rep));
     CHECK(mentions(rep, {"orphan table slot", "crc"}));
     CHECK(mentions(rep, {"orphan", "missing from the orphan table"}));
+    CHECK(rep.bad_orphan_slots == std::vector<uint64_t>{o.slot});
+    CHECK(rep.unregistered_orphans == std::vector<uint64_t>{o.ino});
   }
   SECTION("a free slot") {
-    uint64_t k = used + 5;
-    crash.base()[sb.orphan_start * kBlockSize + k * sizeof(DiskOrphanSlot) + 9] ^= 0x01;
-    CheckReport rep = check(crash);
+    uint64_t k = o.slot + 5;
+    o.img.base()[sb.orphan_start * kBlockSize + k * sizeof(DiskOrphanSlot) + 9] ^= 0x01;
+    CheckReport rep = check(o.img);
     INFO(all_problems(rep));
     CHECK(mentions(rep, {"orphan table slot", "crc"}));
+    CHECK(rep.bad_orphan_slots == std::vector<uint64_t>{k});
+    CHECK(rep.unregistered_orphans.empty());
   }
-  auto r = Filesystem::mount(std::move(crash), {});
+  auto r = Filesystem::mount(std::move(o.img), {});
   expect_corrupt(r, "orphan table");
+}
+
+// Mount refuses this image too (finish_orphans finds no inode), so fsck must see it.
+TEST_CASE("check: an orphan slot naming a free inode is reported", "[fs][check][corrupt]") {
+  OrphanImage o = orphan_image();
+  DiskSuper sb = read_super(o.img);
+  uint64_t k = o.slot + 7, ino = 7777;
+  DiskOrphanSlot slot{ino, orphan_slot_crc(ino, k), 0};
+  std::memcpy(o.img.base() + sb.orphan_start * kBlockSize + k * sizeof slot, &slot, sizeof slot);
+  CheckReport rep = check(o.img);
+  INFO(all_problems(rep));
+  CHECK(mentions(rep, {"orphan table slot", "names inode 7777", "free or damaged"}));
+  CHECK(rep.bad_orphan_slots == std::vector<uint64_t>{k});
+  CHECK_FALSE(Filesystem::mount(std::move(o.img), {}).ok());
 }
 
 TEST_CASE("check: a used block marked free in the bitmap is reported", "[fs][check]") {
@@ -305,6 +270,8 @@ TEST_CASE("check: a used block marked free in the bitmap is reported", "[fs][che
   INFO(all_problems(rep));
   CHECK(rep.problem_count == 1);
   CHECK(mentions(rep, {("block " + std::to_string(b)).c_str(), "in use but marked free"}));
+  CHECK(rep.unmarked == std::vector<mm::Run>{{b, 1}});
+  CHECK(rep.leaked.empty());
 }
 
 TEST_CASE("check: a free block marked used (a leak) is reported", "[fs][check]") {
@@ -316,6 +283,8 @@ TEST_CASE("check: a free block marked used (a leak) is reported", "[fs][check]")
   INFO(all_problems(rep));
   CHECK(rep.problem_count == 3);
   CHECK(mentions(rep, {("block " + std::to_string(b)).c_str(), "owned by nothing"}));
+  CHECK(rep.leaked == std::vector<mm::Run>{{b, 3}});
+  CHECK(rep.unmarked.empty());
 }
 
 TEST_CASE("check: cross-checks of link counts, entries, sizes and ownership", "[fs][check]") {
@@ -329,6 +298,7 @@ TEST_CASE("check: cross-checks of link counts, entries, sizes and ownership", "[
     INFO(all_problems(rep));
     CHECK(rep.problem_count == 1);
     CHECK(mentions(rep, {("inode " + std::to_string(p.file)).c_str(), "nlink 3"}));
+    CHECK(rep.fields == std::vector<FieldFinding>{{p.file, FieldFinding::Field::kNlink, 1}});
   }
   SECTION("a directory's nlink") {
     DiskInode d = inode_at(img, p.dir);
@@ -338,6 +308,7 @@ TEST_CASE("check: cross-checks of link counts, entries, sizes and ownership", "[
     INFO(all_problems(rep));
     CHECK(rep.problem_count == 1);
     CHECK(mentions(rep, {"nlink 2", "expected 3"}));
+    CHECK(rep.fields == std::vector<FieldFinding>{{p.dir, FieldFinding::Field::kNlink, 3}});
   }
   SECTION("the root's nlink") {
     DiskInode d = inode_at(img, kRoot);
@@ -345,6 +316,7 @@ TEST_CASE("check: cross-checks of link counts, entries, sizes and ownership", "[
     put_inode(img, kRoot, d);
     CheckReport rep = check(img);
     CHECK(mentions(rep, {"root directory", "nlink 9"}));
+    CHECK(rep.fields == std::vector<FieldFinding>{{kRoot, FieldFinding::Field::kNlink, 3}});
   }
   SECTION("a directory's entries count") {
     DiskInode d = inode_at(img, p.dir);
@@ -353,6 +325,7 @@ TEST_CASE("check: cross-checks of link counts, entries, sizes and ownership", "[
     CheckReport rep = check(img);
     INFO(all_problems(rep));
     CHECK(mentions(rep, {"entries field"}));
+    CHECK(rep.fields == std::vector<FieldFinding>{{p.dir, FieldFinding::Field::kEntries, d.entries + 1}});
   }
   SECTION("a blocks field") {
     DiskInode d = inode_at(img, p.file);
@@ -361,6 +334,7 @@ TEST_CASE("check: cross-checks of link counts, entries, sizes and ownership", "[
     CheckReport rep = check(img);
     INFO(all_problems(rep));
     CHECK(mentions(rep, {"blocks field"}));
+    CHECK(rep.fields == std::vector<FieldFinding>{{p.file, FieldFinding::Field::kBlocks, d.blocks - 1}});
   }
   SECTION("written data past EOF") {
     DiskInode d = inode_at(img, p.file);
@@ -369,6 +343,7 @@ TEST_CASE("check: cross-checks of link counts, entries, sizes and ownership", "[
     CheckReport rep = check(img);
     INFO(all_problems(rep));
     CHECK(mentions(rep, {"past EOF"}));
+    CHECK(rep.fields == std::vector<FieldFinding>{{p.file, FieldFinding::Field::kSize, 3 * kBlockSize}});
   }
   SECTION("two inodes owning the same block") {
     DiskInode f = inode_at(img, p.file);
@@ -378,23 +353,24 @@ TEST_CASE("check: cross-checks of link counts, entries, sizes and ownership", "[
     CheckReport rep = check(img);
     INFO(all_problems(rep));
     CHECK(mentions(rep, {"owned twice"}));
+    REQUIRE(rep.shared.size() == 1);
+    CHECK(rep.shared[0].block == f.map.extents[0].pblk);
+    CHECK(rep.shared[0].owners == std::vector<BlockOwner>{{BlockOwner::Kind::kData, p.file, 0},
+                                                          {BlockOwner::Kind::kXattr, p.xf, 0}});
+    CHECK(rep.damaged_xattrs == std::vector<uint64_t>{p.xf});  // what it points at is no xattr block
   }
   SECTION("a directory entry naming a free inode") {
-    DiskSuper sb = read_super(img);
-    DiskItableIndex x;
-    std::memcpy(&x, img.at(sb.itable_index * kBlockSize), sizeof x);
-    apply_bits(img, x.chunks[0], p.file - 1, 1, false);
+    set_slot(img, p.file, false);
     CheckReport rep = check(img);
     INFO(all_problems(rep));
     CHECK(mentions(rep, {"'file'", "free or damaged"}));
     CHECK(mentions(rep, {"owned by nothing"}));  // its blocks leak
+    REQUIRE(rep.dangling.size() == 1);
+    CHECK(rep.dangling[0].name == "file");
   }
   SECTION("an inode in use but in no directory") {
-    DiskSuper sb = read_super(img);
-    DiskItableIndex x;
-    std::memcpy(&x, img.at(sb.itable_index * kBlockSize), sizeof x);
     uint64_t lost = 5000;
-    apply_bits(img, x.chunks[0], lost - 1, 1, true);
+    set_slot(img, lost, true);
     DiskInode d{};
     d.mode = S_IFREG | 0600;
     d.nlink = 1;
@@ -403,6 +379,7 @@ TEST_CASE("check: cross-checks of link counts, entries, sizes and ownership", "[
     CheckReport rep = check(img);
     INFO(all_problems(rep));
     CHECK(mentions(rep, {"inode 5000", "lost"}));
+    CHECK(rep.unreachable == std::vector<uint64_t>{lost});
   }
   SECTION("a subdirectory whose parent field is wrong") {
     DiskInode d = inode_at(img, p.sub);
@@ -411,5 +388,67 @@ TEST_CASE("check: cross-checks of link counts, entries, sizes and ownership", "[
     CheckReport rep = check(img);
     INFO(all_problems(rep));
     CHECK(mentions(rep, {"'sub'", "parent field"}));
+    CHECK(rep.fields == std::vector<FieldFinding>{{p.sub, FieldFinding::Field::kParent, p.dir}});
+  }
+  SECTION("a directory with an entry gone, whose subtree is still whole") {
+    remove_name(img, kRoot, "dir");
+    CheckReport rep = check(img);
+    INFO(all_problems(rep));
+    // Only the top of the detached subtree needs a name; what is under it is reached from it.
+    CHECK(rep.unreachable == std::vector<uint64_t>{p.dir});
+    CHECK(rep.fields == std::vector<FieldFinding>{{kRoot, FieldFinding::Field::kNlink, 2}});
+  }
+  SECTION("a cycle of directories cut off from the root is reported once") {
+    remove_name(img, kRoot, "dir");
+    add_name(img, p.sub, "loop", p.dir, S_IFDIR);
+    CheckReport rep = check(img);
+    INFO(all_problems(rep));
+    CHECK(rep.unreachable.size() == 1);
+    CHECK(mentions(rep, {"not reachable from the root", "lost"}));
+  }
+  SECTION("a second entry naming a directory") {
+    add_name(img, kRoot, "alias", p.dir, S_IFDIR);
+    CheckReport rep = check(img);
+    INFO(all_problems(rep));
+    REQUIRE(rep.extra_dir_links.size() == 1);
+    CHECK(rep.extra_dir_links[0].dir == kRoot);
+    CHECK(rep.extra_dir_links[0].name == "alias");
+    CHECK(rep.unreachable.empty());
+  }
+  SECTION("an entry naming the root") {
+    add_name(img, p.dir, "up", kRoot, S_IFDIR);
+    CheckReport rep = check(img);
+    INFO(all_problems(rep));
+    REQUIRE(rep.extra_dir_links.size() == 1);
+    CHECK(rep.extra_dir_links[0].name == "up");
+    CHECK(mentions(rep, {"'up'", "names the root directory"}));
+  }
+  SECTION("an entry whose type disagrees with its inode") {
+    edit_dir(img, kRoot, [&](Tx& tx, Space&, DiskInode&, ExtentMap& map, Directory& entries) {
+      auto e = entries.find(img, map, "file");
+      REQUIRE(e);
+      entries.retarget(tx, map, *e, p.file, S_IFLNK >> 12);
+    });
+    CheckReport rep = check(img);
+    INFO(all_problems(rep));
+    REQUIRE(rep.bad_types.size() == 1);
+    CHECK(rep.bad_types[0].want_type == S_IFREG >> 12);
+  }
+  SECTION("two files whose extents share a block list both owners in claim order") {
+    DiskInode f = inode_at(img, p.file);
+    DiskInode x = inode_at(img, p.xf);
+    REQUIRE(x.nextents == 0);
+    x.nextents = 1;
+    x.map.extents[0] = {0, 1, f.map.extents[0].pblk + 1};
+    x.size = kBlockSize;
+    x.blocks += 1;
+    put_inode(img, p.xf, x);
+    CheckReport rep = check(img);
+    INFO(all_problems(rep));
+    REQUIRE(rep.shared.size() == 1);
+    CHECK(rep.shared[0].block == f.map.extents[0].pblk + 1);
+    CHECK(rep.shared[0].owners == std::vector<BlockOwner>{{BlockOwner::Kind::kData, p.file, 1},
+                                                          {BlockOwner::Kind::kData, p.xf, 0}});
+    CHECK(rep.problem_count == 1);
   }
 }

@@ -56,16 +56,7 @@ inline DiskSuper read_super(const mm::Region& r) {
 // A new anonymous region holding a copy of size bytes at base (a crash image, or a
 // snapshot of an unmounted filesystem).
 inline mm::Region copy_region(const uint8_t* base, uint64_t size) {
-  mm::Region r = take(mm::Region::anonymous(size), "anonymous region");
-  // The new mapping reads as zeros: copying only non-zero pages keeps copies of mostly
-  // empty images cheap.
-  static const uint8_t zero_page[4096] = {};
-  uint64_t off = 0;
-  for (; off + sizeof zero_page <= size; off += sizeof zero_page) {
-    if (std::memcmp(base + off, zero_page, sizeof zero_page) != 0) std::memcpy(r.base() + off, base + off, sizeof zero_page);
-  }
-  if (off < size) std::memcpy(r.base() + off, base + off, size - off);
-  return r;
+  return take(mm::Region::anonymous_copy(base, size), "anonymous copy");
 }
 inline mm::Region copy_region(const mm::Region& src) { return copy_region(src.base(), src.size()); }
 

@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "fs/journal.h"
+#include "mm/crc32c.h"
 #include "tests/unit/fs/helpers.h"
 
 using namespace pmemfuse;
@@ -427,4 +428,169 @@ TEST_CASE("verify: what mkfs and the filesystem write passes every verifier", "[
   REQUIRE(root.nextents == 1);
   uint64_t pb = root.map.extents[0].pblk;
   require_ok(verify_dir_block(img.at(pb * kBlockSize), pb, 1, 0));
+}
+
+// ---- Regressions found by tests/fuzz/mount_fuzz.cc and tests/integration/test_corruption.py.
+// Replay trusts a transaction whose crc matches, so its records are checked against the
+// device first; the media under a valid crc may still be damaged.
+
+namespace {
+
+constexpr uint64_t kScratchBlock = 9000;  // free space in the default 64 MiB image
+
+uint64_t log_start(const DiskSuper& sb) { return (sb.journal_start + 1) * kBlockSize; }
+
+// Edits the first record of the transaction at the start of the log (header, payload)
+// and recomputes the transaction's crc, so only the record checks can catch the edit.
+void edit_first_record(mm::Region& r, const DiskSuper& sb,
+                       const std::function<void(DiskTxHeader&, DiskTxRecord&, uint8_t*)>& edit) {
+  uint8_t* tx = r.base() + log_start(sb);
+  DiskTxHeader th;
+  DiskTxRecord rec;
+  std::memcpy(&th, tx, sizeof th);
+  std::memcpy(&rec, tx + sizeof th, sizeof rec);
+  edit(th, rec, tx + sizeof th + sizeof rec);
+  th.crc = 0;
+  std::memcpy(tx, &th, sizeof th);
+  std::memcpy(tx + sizeof th, &rec, sizeof rec);
+  uint32_t crc = mm::crc32c(0, tx, sizeof th + th.body_bytes);
+  std::memcpy(tx + 4, &crc, sizeof crc);
+}
+
+Status open_journal(mm::Region& r, const DiskSuper& sb) {
+  auto j = Journal::open(r, sb.journal_start, sb.journal_blocks, true);
+  if (!j) return std::move(j.error());
+  return {};
+}
+
+// A crash image: the log holds one committed transaction per entry of fill, each
+// applied in place, none checkpointed.
+mm::Region logged(Stack& st, const std::vector<std::function<void(Tx&)>>& fill) {
+  for (auto& f : fill) {
+    Tx tx(st.region);
+    f(tx);
+    require_ok(st.commit(tx));
+  }
+  return copy_region(st.region);
+}
+
+void write_scratch(Tx& tx) { tx.write(kScratchBlock * kBlockSize, "abcdefgh", 8); }
+
+// Counts stores, so a test can tell that a refused mount wrote nothing.
+class CountingPersister : public mm::Persister {
+ public:
+  explicit CountingPersister(uint64_t* stores) : stores_(stores) {}
+  void store(void* dst, const void* src, size_t n) override { ++*stores_, std::memcpy(dst, src, n); }
+  void fill(void* dst, int c, size_t n) override { ++*stores_, std::memset(dst, c, n); }
+  void fence() override {}
+
+ private:
+  uint64_t* stores_;
+};
+
+}  // namespace
+
+TEST_CASE("journal replay: a record whose byte range wraps past 2^64 is refused", "[fs][verify][journal]") {
+  auto st = make_stack();
+  mm::Region img = logged(*st, {write_scratch});
+  edit_first_record(img, st->sb, [](DiskTxHeader&, DiskTxRecord& r, uint8_t*) { r.dest = UINT64_MAX - 3; });
+  rejects(open_journal(img, st->sb), {"journal", "transaction 1", "record 0", "out of range"});
+}
+
+TEST_CASE("journal replay: a bit record reaching past the device is refused", "[fs][verify][journal]") {
+  auto st = make_stack();
+  uint64_t bitmap = st->sb.bitmap_start;
+  mm::Region img = logged(*st, {[&](Tx& tx) { tx.set_bits(bitmap, kScratchBlock, 1); }});
+  SECTION("first bit far past the device") {
+    edit_first_record(img, st->sb, [](DiskTxHeader&, DiskTxRecord&, uint8_t* p) {
+      uint64_t first = 1ull << 40;
+      std::memcpy(p, &first, sizeof first);
+    });
+  }
+  SECTION("first + count wraps") {
+    edit_first_record(img, st->sb, [](DiskTxHeader&, DiskTxRecord&, uint8_t* p) {
+      uint64_t count = UINT64_MAX;
+      std::memcpy(p + 8, &count, sizeof count);
+    });
+  }
+  rejects(open_journal(img, st->sb), {"journal", "record 0", "out of range"});
+}
+
+TEST_CASE("journal replay: a transaction with fewer records than nrecords is refused", "[fs][verify][journal]") {
+  auto st = make_stack();
+  mm::Region img = logged(*st, {write_scratch});
+  edit_first_record(img, st->sb, [](DiskTxHeader& th, DiskTxRecord&, uint8_t*) { th.nrecords = 3; });
+  rejects(open_journal(img, st->sb), {"journal", "record 1", "out of range"});
+}
+
+TEST_CASE("journal replay: a damaged transaction followed by an intact one is refused", "[fs][verify][journal]") {
+  // A torn commit is always the last transaction; stopping at an earlier one would roll
+  // back the blocks it shares with older transactions.
+  auto st = make_stack();
+  mm::Region img = logged(*st, {write_scratch, write_scratch});
+  img.base()[log_start(st->sb) + sizeof(DiskTxHeader) + sizeof(DiskTxRecord) + 2] ^= 0x01;
+  rejects(open_journal(img, st->sb), {"journal", "transaction 1", "crc", "transaction 2 follows"});
+  SECTION("the same damage in the last transaction ends the log, as a torn commit") {
+    mm::Region last = logged(*st, {});
+    uint64_t second = log_start(st->sb) + 64;  // one 8-byte record: the first takes 64
+    last.base()[second + sizeof(DiskTxHeader) + sizeof(DiskTxRecord) + 2] ^= 0x01;
+    auto j = Journal::open(last, st->sb.journal_start, st->sb.journal_blocks, true);
+    REQUIRE(j.ok());
+    CHECK((*j)->pending_at_open() == 1);
+  }
+}
+
+TEST_CASE("mount: a refused mount writes nothing to the image", "[fs][verify]") {
+  auto fs = mount_fresh();
+  make_file(*fs, kRoot, "f");
+  mm::Region img = unmount_copy(*fs);
+  DiskSuper sb = read_super(img);
+  img.base()[sb.bitmap_start * kBlockSize + sizeof(DiskBitmapHeader)] ^= 0x01;  // refused at Space::load
+  uint64_t stores = 0;
+  img.set_persister(std::make_unique<CountingPersister>(&stores));
+  auto r = Filesystem::mount(std::move(img), {});
+  REQUIRE_FALSE(r.ok());
+  CHECK(r.error().code == Errc::kCorrupt);
+  CHECK(stores == 0);
+}
+
+TEST_CASE("directory load: a size far beyond the device fails without a huge allocation", "[fs][verify][dir]") {
+  auto fs = mount_fresh();
+  make_file(*fs, kRoot, "f");
+  mm::Region img = unmount_copy(*fs);
+  DiskSuper sb = read_super(img);
+  DiskItableIndex x;
+  std::memcpy(&x, img.at(sb.itable_index * kBlockSize), sizeof x);
+  DiskInode root;
+  std::memcpy(&root, img.at((x.chunks[0] + 1) * kBlockSize), sizeof root);
+  ExtentMap map = take(ExtentMap::load(img, kRoot, root, sb.block_count));
+  auto d = Directory::load(img, kRoot, map, 1ull << 40);  // the size field of 4 PiB
+  REQUIRE_FALSE(d.ok());
+  rejects(Status(d.error()), {"directory inode 1", "block 1", "not mapped"});
+}
+
+TEST_CASE("mount: an unknown ro_compat feature mounts read-only and writes nothing", "[fs][verify]") {
+  auto fs = mount_fresh();
+  make_file(*fs, kRoot, "f");
+  bool replay = GENERATE(false, true);
+  // Without unmounting, the transactions stay in the log: a crash image needs replay.
+  mm::Region img = replay ? copy_region(fs->region()) : unmount_copy(*fs);
+  DiskSuper sb = read_super(img);
+  sb.ro_compat |= 1u << 31;
+  sb.crc = super_crc(sb);
+  std::memcpy(img.base(), &sb, sizeof sb);
+  uint64_t stores = 0;
+  img.set_persister(std::make_unique<CountingPersister>(&stores));
+  auto r = Filesystem::mount(std::move(img), {});
+  if (replay) {
+    REQUIRE_FALSE(r.ok());  // replay would write
+    CHECK(r.error().msg.find("read-only-compatible") != std::string::npos);
+  } else {
+    REQUIRE(r.ok());
+    CHECK((*r)->info().read_only);
+    CHECK(take((*r)->lookup(kRoot, "f")).ino != 0);
+    CHECK((*r)->mkdir(kRoot, "d", 0755, kCaller).error().code == Errc::kReadOnly);
+    require_ok((*r)->unmount());
+  }
+  CHECK(stores == 0);
 }
