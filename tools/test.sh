@@ -2,7 +2,7 @@
 # tools/test.sh: installs what is missing, builds, and runs every test: the unit tests
 # (also under AddressSanitizer and UndefinedBehaviorSanitizer), a bounded fuzzing run,
 # and the integration tests on real FUSE mounts. Needs root (apt-get, mounting).
-# PMEMFUSE_FUZZ_SECONDS sets the fuzzing time (default 60).
+# PMEMFUSE_FUZZ_SECONDS sets the fuzzing time (default 30).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 tools/deps.sh
@@ -21,7 +21,7 @@ build/tests/unit_tests
 echo "== unit tests (address, undefined sanitizers)"
 export UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1
 build-asan/tests/unit_tests
-fuzz_seconds=${PMEMFUSE_FUZZ_SECONDS:-60}
+fuzz_seconds=${PMEMFUSE_FUZZ_SECONDS:-30}
 echo "== fuzzing mount_fuzz for ${fuzz_seconds} s (log: build-asan/fuzz.log)"
 # New inputs go to build-asan/fuzz-corpus, so local runs pick up where they stopped;
 # a finding is written to build-asan/ and the run fails.
@@ -34,7 +34,7 @@ if ! build-asan/tests/fuzz/mount_fuzz -max_total_time="$fuzz_seconds" -timeout=3
 fi
 grep -E '^(#[0-9]+[[:space:]]+DONE|stat::)' build-asan/fuzz.log
 echo "== power-loss simulation (crash_explorer --full runs every fence locally)"
-build/tests/crash/crash_explorer --max-states 600
+build/tests/crash/crash_explorer --max-states 400
 echo "== the simulation catches misordered persistence (fences dropped on purpose)"
 build/tests/crash/crash_explorer -w namespace --ignore-fence-every 3 --expect-violations >/dev/null
 echo "== integration tests"
