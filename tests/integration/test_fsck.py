@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from image_format import crc32c
 from pmemfuse_helpers import FSCK, fsck, require, run
 
 BLOCK = 4096
@@ -21,29 +22,6 @@ INODE_SIZE = 256
 INODES_PER_CHUNK = 511 * 16
 BITMAP_HEADER = 64
 DIR_HEADER = 32
-
-
-def _crc_table():
-    table = []
-    for i in range(256):
-        c = i
-        for _ in range(8):
-            c = (c >> 1) ^ 0x82F63B78 if c & 1 else c >> 1
-        table.append(c)
-    return table
-
-
-_CRC_TABLE = _crc_table()
-
-
-def crc32c(data: bytes) -> int:
-    c = 0xFFFFFFFF
-    for b in data:
-        c = _CRC_TABLE[(c ^ b) & 0xFF] ^ (c >> 8)
-    return c ^ 0xFFFFFFFF
-
-
-assert crc32c(b"123456789") == 0xE3069283
 
 
 class Image:
