@@ -422,10 +422,10 @@ class Explorer {
   void crash_at(size_t f, size_t pos, const std::vector<Piece>& ps) {
     res_.fences_explored++;
     auto durable = std::make_shared<const std::vector<uint8_t>>(img_);
-    auto [lo, hi] = window(rec_, pos);
+    const std::pair<size_t, size_t> win = window(rec_, pos);  // no binding: clang 14 cannot capture one
     std::string where = "crash before fence " + std::to_string(f) + " (event " + std::to_string(pos) + "), ";
     auto submit = [&](std::string what, std::vector<Piece> kept) {
-      pool_.submit({where + what, durable, std::move(kept), lo, hi});
+      pool_.submit({where + what, durable, std::move(kept), win.first, win.second});
     };
     submit("all " + std::to_string(ps.size()) + " pending lines lost", std::vector<Piece>{});
     if (ps.empty()) return;
