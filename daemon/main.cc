@@ -77,6 +77,7 @@ int serve(const Options& o, fs::Filesystem& fs) {
       spdlog::drop("pmemfuse");
       setup_logging(o, true);
     }
+    fs.start_writeback();  // threads do not survive fuse_daemonize's fork
     spdlog::info("mounted {} on {}{}", o.device, o.mountpoint, fs.info().read_only ? " read-only" : "");
     if (o.single_thread) {
       rc = fuse_session_loop(se);
@@ -119,6 +120,8 @@ int run(int argc, char** argv) {
   mo.read_only = o.read_only;
   mo.acl = o.acl;
   mo.atime = o.atime;
+  mo.cache_pages = cache_pages(o);
+  mo.flush_interval_ms = uint64_t(o.flush_interval * 1000);
   auto fs = fs::Filesystem::mount(std::move(*region), mo);
   if (!fs) return fail(fs.error().msg);
   if ((*fs)->info().replayed) spdlog::info("{}: replayed {} journal transactions", o.device, (*fs)->info().replayed);

@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "daemon/control.h"
 #include "daemon/reply.h"
 
 namespace pmemfuse::daemon {
@@ -82,7 +83,8 @@ void op_init(void* userdata, fuse_conn_info* conn) {
   const Options& o = *static_cast<Context*>(userdata)->opts;
   conn->time_gran = 1;
   if (conn->capable & FUSE_CAP_EXPORT_SUPPORT) conn->want |= FUSE_CAP_EXPORT_SUPPORT;
-  conn->want &= ~FUSE_CAP_WRITEBACK_CACHE;
+  if (o.writeback_cache && (conn->capable & FUSE_CAP_WRITEBACK_CACHE)) conn->want |= FUSE_CAP_WRITEBACK_CACHE;
+  else conn->want &= ~FUSE_CAP_WRITEBACK_CACHE;
   // The kernel clears setuid/setgid on write, truncate and chown by itself (as for ext4)
   // when we do not claim to.
   conn->want &= ~FUSE_CAP_HANDLE_KILLPRIV;
@@ -273,6 +275,11 @@ void op_flush(fuse_req_t req, fuse_ino_t, fuse_file_info*) {
 
 void op_release(fuse_req_t req, fuse_ino_t ino, fuse_file_info*) {
   Reply r(req);
+  if (ctx(req).opts->flush_on_close) {
+    // close(2) has already returned; a failure can only be logged.
+    if (Status s = fsys(req).fsync(ino, false); !s)
+      spdlog::error("inode {}: write-back at close failed: {}", ino, s.error().msg);
+  }
   fsys(req).release(ino);
   r.err(0);
 }
@@ -350,6 +357,7 @@ void op_statfs(fuse_req_t req, fuse_ino_t) {
 
 void op_setxattr(fuse_req_t req, fuse_ino_t ino, const char* name, const char* value, size_t size, int flags) {
   Reply r(req);
+  if (is_control_xattr(ino, name)) return reply_status(r, control_set(fsys(req), name));
   fs::XattrFlags f{(flags & XATTR_CREATE) != 0, (flags & XATTR_REPLACE) != 0};
   reply_status(r, fsys(req).setxattr(ino, name, std::string_view(value, size), f));
 }
@@ -362,7 +370,7 @@ void reply_sized(Reply& r, size_t size, const std::string& data) {
 
 void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char* name, size_t size) {
   Reply r(req);
-  auto v = fsys(req).getxattr(ino, name);
+  auto v = is_control_xattr(ino, name) ? control_get(fsys(req), name) : fsys(req).getxattr(ino, name);
   if (!v) return r.error(v.error());
   reply_sized(r, size, *v);
 }

@@ -3,6 +3,9 @@
 
 #include <CLI/CLI.hpp>
 
+#include <unistd.h>
+
+#include <algorithm>
 #include <functional>
 #include <sstream>
 
@@ -18,6 +21,8 @@ struct Spec {
   const char* help;
   std::function<Status(Options&, const std::string&)> apply;
 };
+
+constexpr uint64_t kMinCacheSize = 256 << 10;  // mm::PageCache::kMinPages pages
 
 Result<double> parse_seconds(const std::string& name, const std::string& v) {
   try {
@@ -76,6 +81,25 @@ const std::vector<Spec>& specs() {
            }
          return make_error(Errc::kInvalid, "bad value '" + v + "' for log_level (trace, debug, info, warn, error, off)");
        }},
+      {"cache_size", "SIZE", "1/8 of RAM, at most 1G",
+       "DRAM write-back cache for file data, e.g. 512M; 0 turns it off (writes go straight to pmem)",
+       [](Options& o, const std::string& v) -> Status {
+         auto n = mm::parse_size(v);
+         if (!n || (*n != 0 && *n < kMinCacheSize))
+           return make_error(Errc::kInvalid, "bad value '" + v + "' for cache_size (0, or a size of at least 256K, e.g. 512M)");
+         o.cache_size = *n;
+         return {};
+       }},
+      {"flush_interval", "SECONDS", "5", "how long written data may stay only in DRAM before it is written back; 0: until fsync, memory pressure or unmount",
+       [](Options& o, const std::string& v) -> Status {
+         PF_TRY(d, parse_seconds("flush_interval", v));
+         o.flush_interval = d;
+         return {};
+       }},
+      {"flush_on_close", nullptr, "off", "write a file's cached data back when its last descriptor closes",
+       [](Options& o, const std::string&) { o.flush_on_close = true; return Status{}; }},
+      {"writeback_cache", nullptr, "off", "let the kernel cache writes too (fewer, larger requests; mtime kept by the kernel)",
+       [](Options& o, const std::string&) { o.writeback_cache = true; return Status{}; }},
       {"emulate_devdax", "ALIGN", "off", "apply device-dax rules (mapping alignment, no resize) to an image file; ALIGN defaults to 2M",
        [](Options& o, const std::string& v) -> Status {
          PF_TRY(a, mm::parse_alignment(v));
@@ -124,6 +148,15 @@ Status apply_one(Options& o, const std::string& item) {
 }
 
 }  // namespace
+
+uint64_t cache_pages(const Options& o) {
+  uint64_t bytes = o.cache_size;
+  if (bytes == kAutoCacheSize) {
+    uint64_t ram = uint64_t(sysconf(_SC_PHYS_PAGES)) * uint64_t(sysconf(_SC_PAGESIZE));
+    bytes = std::max<uint64_t>(std::min<uint64_t>(ram / 8, 1ull << 30), kMinCacheSize);
+  }
+  return bytes / mm::kPageSize;
+}
 
 std::string help_text() {
   std::ostringstream h;

@@ -10,6 +10,8 @@
 
 namespace pmemfuse::daemon {
 
+inline constexpr uint64_t kAutoCacheSize = UINT64_MAX;
+
 struct Options {
   std::string device;
   std::string mountpoint;
@@ -27,6 +29,11 @@ struct Options {
   std::string log_level = "info";
   std::vector<std::string> kernel_flags;  // mount(8) flags for the kernel: suid, dev, ...
   uint64_t emulate_devdax = 0;  // bytes; 0: off
+  // DRAM write-back cache in bytes; 0: off; kAutoCacheSize: 1/8 of RAM, at most 1 GiB.
+  uint64_t cache_size = kAutoCacheSize;
+  double flush_interval = 5.0;  // seconds a dirty page may wait; 0: no timer
+  bool writeback_cache = false;  // the kernel's write-back caching (FUSE_CAP_WRITEBACK_CACHE)
+  bool flush_on_close = false;   // write back a file's dirty pages at its last close
   bool show_help = false;
   bool show_version = false;
 };
@@ -34,5 +41,7 @@ struct Options {
 // Parses argv. Errors are one line, suitable for "pmemfuse: <msg>".
 Result<Options> parse_options(int argc, char** argv);
 std::string help_text();
+// cache_size in pages, with the automatic default resolved against this machine's RAM.
+uint64_t cache_pages(const Options& o);
 
 }  // namespace pmemfuse::daemon

@@ -33,13 +33,20 @@ void add_zeros(std::vector<struct iovec>* iov, uint64_t n) {
 Status Filesystem::read(uint64_t ino, uint64_t off, uint64_t size,
                         const std::function<void(const struct iovec*, int)>& sink) {
   PF_TRY(i, get(ino));
+  if (auto f = cache_of(*i)) return read_cached(*i, *f, off, size, sink);
   std::shared_lock lk(i->mu);
-  if (S_ISDIR(i->d.mode)) return make_error(Errc::kIsDir, "read of a directory");
-  uint64_t end = std::min(i->d.size, off + size);
+  return read_media(*i, off, size, sink);
+}
+
+// Caller holds i.mu.
+Status Filesystem::read_media(Inode& i, uint64_t off, uint64_t size,
+                              const std::function<void(const struct iovec*, int)>& sink) {
+  if (S_ISDIR(i.d.mode)) return make_error(Errc::kIsDir, "read of a directory");
+  uint64_t end = std::min(i.d.size, off + size);
   std::vector<struct iovec> iov;
   for (uint64_t pos = off; pos < end;) {
     uint64_t lb = pos / kBlockSize;
-    const Extent* e = i->map.find(lb);
+    const Extent* e = i.map.find(lb);
     if (!e || e->lblk > lb) {  // hole up to the next extent
       uint64_t stop = e ? std::min(end, e->lblk * kBlockSize) : end;
       add_zeros(&iov, stop - pos);
@@ -59,7 +66,8 @@ Status Filesystem::read(uint64_t ino, uint64_t off, uint64_t size,
 // once kWriteBatch segments need new metadata, so one transaction stays bounded; returns
 // the segments and sets *end to the first block not covered.
 Result<std::vector<Filesystem::Segment>> Filesystem::map_for_write(Tx& tx, Inode& i, uint64_t lo,
-                                                                    uint64_t hi, uint64_t* end) {
+                                                                    uint64_t hi, uint64_t* end,
+                                                                    bool from_reserve) {
   std::vector<Segment> segs;
   uint64_t goal = i.map.goal(lo), fresh = 0;
   uint64_t lb = lo;
@@ -74,12 +82,12 @@ Result<std::vector<Filesystem::Segment>> Filesystem::map_for_write(Tx& tx, Inode
       continue;
     }
     uint64_t n = (e ? std::min(hi, e->lblk) : hi) - lb;
-    auto got = space_->alloc(tx, n, goal);
+    auto got = space_->alloc(tx, n, goal, from_reserve);
     if (!got && got.error().code == Errc::kNoSpace) {
       // Near a full device, write what fits: a short write, as POSIX and ext4 do.
       if (!segs.empty()) break;
-      uint64_t left = space_->free_blocks();
-      if (left > 0 && left < n) got = space_->alloc(tx, left, goal);
+      uint64_t left = from_reserve ? space_->free_blocks() : space_->available();
+      if (left > 0 && left < n) got = space_->alloc(tx, left, goal, from_reserve);
     }
     if (!got) return std::move(got.error());
     auto& runs = *got;
@@ -96,15 +104,23 @@ Result<std::vector<Filesystem::Segment>> Filesystem::map_for_write(Tx& tx, Inode
 
 Result<uint64_t> Filesystem::write(uint64_t ino, uint64_t off, const void* data, uint64_t size) {
   PF_CHECK(writable());
-  PF_TRY(i, get(ino));
-  std::unique_lock lk(i->mu);
-  if (!S_ISREG(i->d.mode)) return make_error(Errc::kInvalid, "write to a non-regular file");
   uint64_t end = off + size;
   if (end > kMaxFileBlocks * kBlockSize || end < off) return make_error(Errc::kFileTooBig, "write beyond 16 TiB");
+  PF_TRY(i, get(ino));
+  if (auto f = cache_of(*i)) return write_cached(*i, *f, off, data, size);
+  std::unique_lock lk(i->mu);
+  if (!S_ISREG(i->d.mode)) return make_error(Errc::kInvalid, "write to a non-regular file");
   auto src = static_cast<const uint8_t*>(data);
+  auto copy = [&](uint64_t dev, uint64_t at, uint64_t n) { region_.write(dev, src + (at - off), n); };
+  return write_locked(*i, off, size, copy, now(), false);
+}
+
+// Writes in transactions of bounded size; a later one failing gives a short write.
+Result<uint64_t> Filesystem::write_locked(Inode& i, uint64_t off, uint64_t size, const Source& src,
+                                          int64_t mtime, bool from_reserve) {
   uint64_t done = 0;
   while (done < size) {
-    auto n = write_batch_locked(*i, off + done, src + done, size - done);
+    auto n = write_batch_locked(i, off + done, size - done, src, mtime, from_reserve);
     if (!n) {
       if (done > 0) return done;  // a short write: what was written stays
       return std::move(n.error());
@@ -115,10 +131,11 @@ Result<uint64_t> Filesystem::write(uint64_t ino, uint64_t off, const void* data,
 }
 
 // Writes a prefix of [off, off + size) whose new metadata fits one transaction.
-Result<uint64_t> Filesystem::write_batch_locked(Inode& i, uint64_t off, const uint8_t* src, uint64_t size) {
+Result<uint64_t> Filesystem::write_batch_locked(Inode& i, uint64_t off, uint64_t size, const Source& src,
+                                                int64_t mtime, bool from_reserve) {
   Tx tx(region_);
   uint64_t lo = off / kBlockSize, covered;
-  PF_TRY(segs, map_for_write(tx, i, lo, (off + size + kBlockSize - 1) / kBlockSize, &covered));
+  PF_TRY(segs, map_for_write(tx, i, lo, (off + size + kBlockSize - 1) / kBlockSize, &covered, from_reserve));
   uint64_t end = std::min(off + size, covered * kBlockSize);
   if (end > i.d.size) zero_past_eof(i);  // before the data, which may overlap it
   std::vector<Extent> fresh;
@@ -132,10 +149,9 @@ Result<uint64_t> Filesystem::write_batch_locked(Inode& i, uint64_t off, const ui
       if (b < s_hi) region_.zero(dev + (b - s_lo), s_hi - b);
       fresh.push_back({s.lblk, s.len, s.pblk, false});
     }
-    region_.write(dev + (a - s_lo), src + (a - off), b - a);
+    src(dev + (a - s_lo), a, b - a);
   }
-  int64_t t = now();
-  i.d.mtime_ns = i.d.ctime_ns = t;
+  i.d.mtime_ns = i.d.ctime_ns = mtime;
   bool grows = end > i.d.size;
   if (fresh.empty() && !grows) {
     region_.fence();
@@ -217,8 +233,9 @@ Status Filesystem::truncate_locked(Inode& i, uint64_t size, int64_t t) {
 }
 
 Status Filesystem::fsync(uint64_t ino, bool datasync) {
-  (void)datasync;  // data and size are durable at write time on this path
+  (void)datasync;  // the size goes with the data, and times cost nothing extra
   PF_TRY(i, get(ino));
+  if (auto f = cache_ ? cache_->find(ino) : nullptr) PF_CHECK(flush_file(*f));
   std::unique_lock lk(i->mu);
   PF_CHECK(flush_times_locked(*i));
   region_.fence();
@@ -253,7 +270,7 @@ Status Filesystem::prealloc_locked(Inode& i, uint64_t lo, uint64_t hi, bool zero
   for (uint64_t lb = lo; lb < hi;) {
     Tx tx(region_);
     uint64_t covered;
-    PF_TRY(segs, map_for_write(tx, i, lb, hi, &covered));
+    PF_TRY(segs, map_for_write(tx, i, lb, hi, &covered, false));
     DiskInode saved = i.d;
     for (const Segment& s : segs) {
       bool change = s.allocated || (zero && !s.fresh);
@@ -308,17 +325,23 @@ Status Filesystem::fallocate(uint64_t ino, uint32_t mode, uint64_t off, uint64_t
   if (len == 0) return make_error(Errc::kInvalid, "fallocate of 0 bytes");
   if (end > kMaxFileBlocks * kBlockSize || end < off) return make_error(Errc::kFileTooBig, "fallocate beyond 16 TiB");
   PF_TRY(i, get(ino));
+  auto f = cache_of(*i);
+  std::unique_lock<std::mutex> quiet;
+  if (f) quiet = cache_->quiesce(*f);
   std::unique_lock lk(i->mu);
   if (S_ISDIR(i->d.mode)) return make_error(Errc::kIsDir, "fallocate of a directory");
   if (!S_ISREG(i->d.mode)) return make_error(Errc::kNotSupported, "fallocate of a special file");
-  if (punch) zero_partial_blocks(*i, off, std::min(end, i->d.size));  // nothing to keep past EOF
+  uint64_t size = f ? f->size() : i->d.size;
+  if (punch) zero_partial_blocks(*i, off, std::min(end, size));  // nothing to keep past EOF
   if (zero) zero_partial_blocks(*i, off, end);
+  if (f && (punch || zero)) space_->unreserve(cache_->zero_locked(*f, off, end));
   uint64_t lo = (off + kBlockSize - 1) / kBlockSize, hi = end / kBlockSize;
   if (punch) PF_CHECK(punch_locked(*i, lo, hi));
   else PF_CHECK(prealloc_locked(*i, zero ? lo : off / kBlockSize, zero ? hi : (end + kBlockSize - 1) / kBlockSize, zero));
-  if (!keep && end > i->d.size) {
+  if (!keep && end > size) {
     zero_past_eof(*i);
     i->d.size = end;
+    if (f) cache_->set_size_locked(*f, end);
   }
   i->d.mtime_ns = i->d.ctime_ns = now();  // every mode, as ext4
   Tx tx(region_);
@@ -328,6 +351,7 @@ Status Filesystem::fallocate(uint64_t ino, uint32_t mode, uint64_t off, uint64_t
 
 Result<uint64_t> Filesystem::seek_data(uint64_t ino, uint64_t off, bool hole) {
   PF_TRY(i, get(ino));
+  if (auto f = cache_of(*i)) PF_CHECK(flush_file(*f));  // holes are known once on media
   std::shared_lock lk(i->mu);
   uint64_t size = i->d.size;
   if (off >= size) return make_error(Errc::kNoOffset, "offset at or past EOF");

@@ -65,6 +65,11 @@ Result<std::unique_ptr<Filesystem>> Filesystem::mount(mm::Region region, const M
     fs->unmounted_ = true;
     return std::move(s.error());
   }
+  if (o.cache_pages) {
+    PF_TRY(cache, mm::PageCache::create(o.cache_pages));
+    fs->cache_ = std::move(cache);
+    fs->cache_->set_pressure_hook([p = fs.get()] { p->kick_flusher(); });
+  }
   return fs;
 }
 
@@ -143,12 +148,17 @@ Status Filesystem::finish_orphans() {
   return {};
 }
 
-Filesystem::~Filesystem() { (void)unmount(); }
+Filesystem::~Filesystem() {
+  (void)unmount();
+  stop_flusher();
+}
 
 Status Filesystem::unmount() {
   if (unmounted_) return {};
+  stop_flusher();
+  Status synced = sync();
   unmounted_ = true;
-  if (read_only_ || failed_) return {};
+  if (read_only_ || failed_) return synced;
   std::vector<InodeRef> all;
   {
     std::lock_guard ic(icache_mu_);
@@ -156,6 +166,7 @@ Status Filesystem::unmount() {
   }
   for (auto& i : all) {
     // The kernel is gone: an unlinked file still open or remembered dies now.
+    drop_cached(i);
     std::unique_lock lk(i->mu);
     if (i->d.nlink == 0 && i->d.mode != 0) PF_CHECK(reclaim_locked(*i));
     else PF_CHECK(flush_times_locked(*i));
@@ -168,7 +179,7 @@ Status Filesystem::unmount() {
   // The backup follows the primary at every clean unmount.
   region_.write(sb_.backup_block * kBlockSize, &sb_, sizeof sb_);
   region_.fence();
-  return {};
+  return synced;
 }
 
 // ---- helpers ----
@@ -203,8 +214,19 @@ void Filesystem::write_inode(Tx& tx, Inode& i) {
 
 Attr Filesystem::attr_of(const Inode& i) const {
   const DiskInode& d = i.d;
-  return Attr{i.ino, d.generation, d.mode, d.nlink, d.uid, d.gid, d.rdev, d.size, d.blocks,
-              d.atime_ns, d.mtime_ns, d.ctime_ns, d.btime_ns};
+  Attr a{i.ino, d.generation, d.mode, d.nlink, d.uid, d.gid, d.rdev, d.size, d.blocks,
+         d.atime_ns, d.mtime_ns, d.ctime_ns, d.btime_ns};
+  // Cached writes not yet on media: their size, blocks (reserved, as ext4's delayed
+  // allocation counts them) and time.
+  if (auto f = cache_ && S_ISREG(d.mode) ? cache_->find(i.ino) : nullptr) {
+    a.size = f->size();
+    a.blocks += f->reserved_pages();
+    if (int64_t m = f->mtime_ns()) {
+      a.mtime_ns = m;
+      a.ctime_ns = std::max(a.ctime_ns, m);
+    }
+  }
+  return a;
 }
 
 // ---- inode cache ----
@@ -248,6 +270,7 @@ bool Filesystem::claim_unused(const InodeRef& i) {
 // Called once an inode has no kernel or open references: frees an unlinked inode, or
 // writes back and evicts a linked one.
 void Filesystem::drop(const InodeRef& i) {
+  drop_cached(i);
   std::unique_lock lk(i->mu);
   bool gone = false;
   if (i->d.nlink == 0 && !read_only_ && !failed_) gone = reclaim_locked(*i).ok();
@@ -379,6 +402,12 @@ Result<Attr> Filesystem::getattr(uint64_t ino) {
 Result<Attr> Filesystem::setattr(uint64_t ino, const SetAttr& s) {
   PF_CHECK(writable());
   PF_TRY(i, get(ino));
+  auto f = cache_of(*i);
+  // Cached writes carry their own mtime until written back: store them first, so an
+  // explicit time is not overtaken by an older write.
+  if (f && s.mtime != SetAttr::Time::kKeep) PF_CHECK(flush_file(*f));
+  std::unique_lock<std::mutex> quiet;
+  if (f && s.size) quiet = cache_->quiesce(*f);
   std::unique_lock lk(i->mu);
   int64_t t = now();
   if (s.size) {
@@ -410,6 +439,10 @@ Result<Attr> Filesystem::setattr(uint64_t ino, const SetAttr& s) {
     // Only the first transaction of a truncate can fail; media still has `saved`.
     PF_CHECK(rollback_locked(*i, saved));
     return std::move(st.error());
+  }
+  if (f && s.size && *s.size != f->size()) {
+    space_->unreserve(cache_->zero_locked(*f, *s.size, UINT64_MAX));
+    cache_->set_size_locked(*f, *s.size);
   }
   return attr_of(*i);
 }
@@ -526,7 +559,7 @@ Status Filesystem::removexattr(uint64_t ino, std::string_view name) {
 Result<StatFs> Filesystem::statfs() {
   StatFs s;
   s.blocks = sb_.block_count;
-  s.bfree = space_->free_blocks();
+  s.bfree = space_->available();
   uint64_t used = itable_->used();
   // The table grows by whole contiguous chunks: count only those free space can hold.
   uint64_t growable = std::min<uint64_t>(kMaxChunks - itable_->nchunks(), space_->count_fits(kChunkBlocks, 1));

@@ -9,7 +9,9 @@
 // crash before its last release is finished at the next mount.
 //
 // Threading: all calls are thread-safe. Lock order: ns_mu_ (namespace changes) ->
-// Inode::mu -> icache_mu_ / orphan_mu_ / InodeTable / Space (leaves) -> Journal. Several
+// mm::CachedFile's lock (buffered data) -> Inode::mu -> icache_mu_ / orphan_mu_ /
+// InodeTable / Space / the page cache's index (leaves) -> Journal. Writeback locks a
+// file's pages only to take and return them, never while it holds Inode::mu. Several
 // Inode::mu are held together only under ns_mu_: exclusively (in inode-number order) by
 // namespace changes, or shared by readdirplus (directory, then one child at a time); data
 // operations hold one Inode::mu and wait on nothing else, so neither can deadlock.
@@ -18,6 +20,7 @@
 #include <sys/uio.h>
 
 #include <atomic>
+#include <condition_variable>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -27,6 +30,7 @@
 #include <string>
 #include <string_view>
 #include <unordered_map>
+#include <thread>
 #include <vector>
 
 #include "fs/bmap.h"
@@ -36,6 +40,7 @@
 #include "fs/journal.h"
 #include "fs/space.h"
 #include "fs/xattr.h"
+#include "mm/page_cache.h"
 #include "mm/region.h"
 
 namespace pmemfuse::fs {
@@ -93,6 +98,12 @@ struct MountOptions {
   bool read_only = false;
   bool acl = false;    // store POSIX ACLs and keep them consistent with modes
   bool atime = true;   // relatime updates; false: noatime
+  // DRAM write-back cache for file data (pages of 4 KiB); 0: reads and writes go
+  // straight to pmem.
+  uint64_t cache_pages = 0;
+  // Dirty pages older than this are written back; 0: only on fsync, sync, memory
+  // pressure and unmount.
+  uint64_t flush_interval_ms = 5000;
 };
 
 struct FsInfo {
@@ -100,6 +111,7 @@ struct FsInfo {
   uint64_t replayed = 0;         // journal transactions replayed at mount
   uint64_t orphans_reclaimed = 0;  // orphans finished at mount
   std::atomic<uint64_t> orphans_untracked{0};  // unlinked while the orphan table was full
+  std::atomic<uint64_t> writeback_errors{0};   // background writebacks that failed (retried)
 };
 
 class Filesystem {
@@ -109,6 +121,14 @@ class Filesystem {
   // Writes dirty inodes and marks the image clean. Called by the destructor if needed.
   Status unmount();
   const FsInfo& info() const { return info_; }
+  // Writes every dirty cached page back to pmem (what syncfs would ask for).
+  Status sync();
+  // Starts the flusher thread (age and memory-pressure writeback). Separate from mount
+  // because a daemon forks after mounting; until it runs, memory pressure makes the
+  // waiting writer write back itself.
+  void start_writeback();
+  // Null without a cache.
+  const mm::PageCache* cache() const { return cache_.get(); }
   const mm::Region& region() const { return region_; }
 
   Result<Attr> lookup(uint64_t parent, std::string_view name);
@@ -137,7 +157,10 @@ class Filesystem {
   // the media, and zeros for holes. The inode stays locked during the call.
   Status read(uint64_t ino, uint64_t off, uint64_t size,
               const std::function<void(const struct iovec*, int)>& sink);
+  // With a cache, lands in DRAM and is written back later (fsync, sync, a timer, memory
+  // pressure, unmount); else goes straight to pmem.
   Result<uint64_t> write(uint64_t ino, uint64_t off, const void* data, uint64_t size);
+  // Returns once the file's data, size and times are durable.
   Status fsync(uint64_t ino, bool datasync);
   // fallocate(2) modes: 0 or kFallocKeepSize preallocate (unwritten extents);
   // kFallocPunchHole (with kFallocKeepSize) frees; kFallocZeroRange makes the range read as
@@ -218,8 +241,16 @@ class Filesystem {
   Status store_symlink(Tx& tx, Inode& i, std::string_view target);
 
   // data (data.cc)
-  Result<std::vector<Segment>> map_for_write(Tx& tx, Inode& i, uint64_t lo, uint64_t hi, uint64_t* end);
-  Result<uint64_t> write_batch_locked(Inode& i, uint64_t off, const uint8_t* src, uint64_t size);
+  // Stores bytes [file_off, file_off + n) of the data being written at device offset dev.
+  using Source = std::function<void(uint64_t dev, uint64_t file_off, uint64_t n)>;
+  Status read_media(Inode& i, uint64_t off, uint64_t size,
+                    const std::function<void(const struct iovec*, int)>& sink);
+  Result<std::vector<Segment>> map_for_write(Tx& tx, Inode& i, uint64_t lo, uint64_t hi,
+                                             uint64_t* end, bool from_reserve);
+  Result<uint64_t> write_locked(Inode& i, uint64_t off, uint64_t size, const Source& src,
+                                int64_t mtime, bool from_reserve);
+  Result<uint64_t> write_batch_locked(Inode& i, uint64_t off, uint64_t size, const Source& src,
+                                      int64_t mtime, bool from_reserve);
   Status truncate_locked(Inode& i, uint64_t size, int64_t now);
   Status trim_locked(Inode& i, uint64_t from_lblk, Tx& first, bool keep_orphan);
   void zero_partial_blocks(Inode& i, uint64_t off, uint64_t end);
@@ -231,6 +262,21 @@ class Filesystem {
   Status chmod_acl_locked(Tx& tx, Inode& i);
   Status check_xattr_name(std::string_view name) const;
   Status rollback_locked(Inode& i, const DiskInode& saved);
+  Result<uint64_t> logical_size(const InodeRef& i);
+
+  // buffered path (buffered.cc)
+  mm::CachedFileRef cache_of(Inode& i);  // null for non-regular files or without a cache
+  Result<bool> fill_page(Inode& i, uint64_t index, uint8_t* buf, bool reserve);
+  Status read_cached(Inode& i, mm::CachedFile& f, uint64_t off, uint64_t size,
+                     const std::function<void(const struct iovec*, int)>& sink);
+  Result<uint64_t> write_cached(Inode& i, mm::CachedFile& f, uint64_t off, const void* data,
+                                uint64_t size);
+  Status flush_file(mm::CachedFile& f);
+  Status write_back(Inode& i, const mm::FlushBatch& b);
+  void drop_cached(const InodeRef& i);
+  void stop_flusher();
+  void flusher_loop();
+  void kick_flusher();
 
   mm::Region region_;
   DiskSuper sb_;      // guarded by ns_mu_ for writes after mount
@@ -246,6 +292,12 @@ class Filesystem {
   std::shared_mutex ns_mu_;  // exclusive for namespace changes; taken before any Inode::mu
   std::mutex icache_mu_;
   std::unordered_map<uint64_t, InodeRef> icache_;  // guarded by icache_mu_
+  std::unique_ptr<mm::PageCache> cache_;
+  std::thread flusher_;
+  std::mutex wb_mu_;  // a leaf
+  std::condition_variable wb_cv_;
+  bool wb_stop_ = false;  // guarded by wb_mu_
+  bool wb_kick_ = false;  // guarded by wb_mu_
   std::mutex orphan_mu_;
   std::vector<uint64_t> free_orphan_slots_;  // guarded by orphan_mu_
   std::vector<std::pair<uint64_t, uint64_t>> orphans_at_mount_;  // {slot, ino}

@@ -1,6 +1,7 @@
 // fs/space.cc: bitmap scan at mount and transactional allocate/free.
 #include "fs/space.h"
 
+#include <algorithm>
 #include <cstring>
 #include <string>
 
@@ -12,7 +13,24 @@ Space::Space(mm::Region& region, const DiskSuper& sb)
     : region_(region),
       bitmap_start_(sb.bitmap_start),
       bitmap_blocks_(sb.bitmap_blocks),
-      block_count_(sb.block_count) {}
+      block_count_(sb.block_count),
+      slack_(std::min<uint64_t>(sb.block_count / 64, 1024)) {}
+
+bool Space::reserve(uint64_t n) {
+  uint64_t cur = reserved_.load();
+  do {
+    uint64_t free = alloc_.free_blocks();
+    if (free < cur + n + slack_) return false;
+  } while (!reserved_.compare_exchange_weak(cur, cur + n));
+  return true;
+}
+
+void Space::unreserve(uint64_t n) { reserved_ -= n; }
+
+uint64_t Space::available() const {
+  uint64_t free = alloc_.free_blocks(), r = reserved_.load();
+  return free > r ? free - r : 0;
+}
 
 bool Space::bit(uint64_t b) const {
   const uint8_t* bits = region_.at((bitmap_start_ + b / kBitsPerBitmapBlock) * kBlockSize) +
@@ -53,7 +71,8 @@ Status Space::load() {
   return {};
 }
 
-Result<std::vector<mm::Run>> Space::alloc(Tx& tx, uint64_t n, uint64_t goal) {
+Result<std::vector<mm::Run>> Space::alloc(Tx& tx, uint64_t n, uint64_t goal, bool from_reserve) {
+  if (!from_reserve && available() < n) return make_error(Errc::kNoSpace, "no free blocks");
   PF_TRY(runs, alloc_.alloc(n, goal));
   for (const mm::Run& r : runs) tx.set_bits(bitmap_start_, r.start, r.len);
   tx.on_abort([this, runs] { alloc_.free(runs); });

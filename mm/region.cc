@@ -216,6 +216,7 @@ Region& Region::operator=(Region&& o) noexcept {
   flush_mode_ = o.flush_mode_;
   path_ = std::move(o.path_);
   persister_ = std::move(o.persister_);
+  std::swap(stored_, o.stored_);
   return *this;
 }
 

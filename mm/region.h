@@ -4,6 +4,7 @@
 // order overlapping stores themselves.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -54,8 +55,17 @@ class Region {
   FlushMode flush_mode() const { return flush_mode_; }
 
   const uint8_t* at(uint64_t off) const { return base_ + off; }
-  void write(uint64_t off, const void* src, size_t n) { persister_->store(base_ + off, src, n); }
-  void zero(uint64_t off, size_t n) { persister_->fill(base_ + off, 0, n); }
+  void write(uint64_t off, const void* src, size_t n) {
+    stored_->fetch_add(n, std::memory_order_relaxed);
+    persister_->store(base_ + off, src, n);
+  }
+  void zero(uint64_t off, size_t n) {
+    stored_->fetch_add(n, std::memory_order_relaxed);
+    persister_->fill(base_ + off, 0, n);
+  }
+  // Bytes stored to media through this region since it was opened: data, metadata and
+  // journal together (the device's side of write amplification).
+  uint64_t bytes_stored() const { return stored_->load(std::memory_order_relaxed); }
   void fence() { persister_->fence(); }
   Persister& persister() { return *persister_; }
   // Crash simulation swaps the backend before the filesystem is opened on the region.
@@ -76,6 +86,7 @@ class Region {
   FlushMode flush_mode_ = FlushMode::kCpu;
   std::string path_;
   std::unique_ptr<Persister> persister_;
+  std::unique_ptr<std::atomic<uint64_t>> stored_ = std::make_unique<std::atomic<uint64_t>>(0);
 };
 
 // Parses "2G", "512M", "4096", "64k" into bytes.

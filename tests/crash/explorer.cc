@@ -190,7 +190,10 @@ Result<Recording> record(const Workload& w) {
     rec.steps.push_back({"mkfs", 0, log->size(), "", "", ""});
   }
   uint64_t start = log->size();
-  PF_TRY(fs, fs::Filesystem::mount(std::move(region), {}));
+  fs::MountOptions mo;
+  mo.cache_pages = w.cache_pages;
+  mo.flush_interval_ms = 0;  // writeback only where the workload asks for it
+  PF_TRY(fs, fs::Filesystem::mount(std::move(region), mo));
   rec.steps.push_back({"mount", start, log->size(), "", "", ""});
   PF_TRY(after_mount, snapshot(*fs));
   while (rec.states.size() <= rec.steps.size()) rec.states.push_back(after_mount);

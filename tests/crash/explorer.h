@@ -58,6 +58,9 @@ class Script {
   // Runs fn as one named step. data_path names the file whose data the step stores in
   // place, if any: a crash during it may leave those bytes torn (see explore()).
   void step(const std::string& name, const std::function<Status()>& fn, const std::string& data_path = "");
+  // Runs fn, which calls the methods above, as one step. On a cached mount a group ends
+  // with fsync, so it is durable as a whole when it returns.
+  void group(const std::string& name, const std::function<void()>& fn, const std::string& data_path = "");
   // Recording hooks: called around every step.
   std::function<void(const std::string& data_path)> before_step;
   std::function<void(const std::string& name, const std::string& data_path)> after_step;
@@ -73,6 +76,7 @@ class Script {
   fs::Filesystem* fs_;
   Status failed_;
   std::map<std::string, uint64_t> open_;  // path -> ino of files held open
+  bool grouping_ = false;  // inside group(): calls are not steps of their own
 };
 
 struct Workload {
@@ -84,6 +88,7 @@ struct Workload {
   double cost = 1;              // relative cost of one crash state: the budget is divided by it
   std::function<void(Script&)> setup;  // not recorded
   std::function<void(Script&)> body;   // recorded
+  uint64_t cache_pages = 0;  // the recorded mount's DRAM cache; 0: none
 };
 const std::vector<Workload>& workloads();
 

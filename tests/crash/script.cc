@@ -54,13 +54,22 @@ std::string Script::content(const std::string& path) {
 
 void Script::step(const std::string& name, const std::function<Status()>& fn, const std::string& data_path) {
   if (!failed_.ok()) return;
-  if (before_step) before_step(data_path);
+  if (!grouping_ && before_step) before_step(data_path);
   Status s = fn();
   if (!s.ok()) {
     failed_ = make_error(s.error().code, name + ": " + s.error().msg);
     return;
   }
-  if (after_step) after_step(name, data_path);
+  if (!grouping_ && after_step) after_step(name, data_path);
+}
+
+void Script::group(const std::string& name, const std::function<void()>& fn, const std::string& data_path) {
+  step(name, [&]() -> Status {
+    grouping_ = true;
+    fn();
+    grouping_ = false;
+    return failed_;
+  }, data_path);
 }
 
 void Script::mkdir(const std::string& path) {

@@ -183,6 +183,47 @@ void wrap_body(Script& s) {
   }
 }
 
+// A cached mount: writes coalesce in DRAM and only the group's fsync writes them back.
+// Each group changes at most one transaction's worth of visible state, or stores in place
+// (then each byte may be old or new), so a crash shows it before or after.
+void cached_setup(Script& s) {
+  s.create("/old");
+  s.write("/old", 0, data(40 * kKiB, 60));
+  s.create("/c");
+  s.create("/gone");
+}
+
+void cached_body(Script& s) {
+  s.group("append twice, overwrite the first write, fsync", [&] {
+    s.write("/c", 0, data(20 * kKiB, 61));
+    s.write("/c", 20 * kKiB, data(10 * kKiB, 62));
+    s.write("/c", 4 * kKiB, data(100, 63));
+    s.fsync("/c");
+  });
+  s.group("overwrite one page five times, fsync", [&] {
+    for (uint64_t k = 0; k < 5; k++) s.write("/old", 8 * kKiB + 10 * k, data(3000, 64 + k));
+    s.fsync("/old");
+  }, "/old");
+  s.group("overwrite pages 1, 3 and 5 in place (three writeback runs), fsync", [&] {
+    for (uint64_t k = 1; k < 6; k += 2) s.write("/old", k * 4 * kKiB + 7, data(4000, 70 + k));
+    s.fsync("/old");
+  }, "/old");
+  s.group("write past EOF, truncate back to the size on media, fsync", [&] {
+    s.write("/c", 200 * kKiB, data(8 * kKiB, 80));
+    s.truncate("/c", 30 * kKiB);
+    s.fsync("/c");
+  });
+  s.group("write, punch a hole through the cached pages, fsync", [&] {
+    s.write("/old", 16 * kKiB, data(12 * kKiB, 82));
+    s.fallocate("/old", kPunch | kKeep, 17 * kKiB, 8 * kKiB);
+    s.fsync("/old");
+  }, "/old");
+  s.group("write without fsync, unlink", [&] {
+    s.write("/gone", 0, data(16 * kKiB, 83));
+    s.unlink("/gone");
+  });
+}
+
 std::vector<Workload> make_workloads() {
   std::vector<Workload> w;
   w.push_back({"mkfs", "crash during mkfs and the first mount", 16ull << 20, 0, true, 1, nullptr, mkfs_body});
@@ -203,6 +244,10 @@ std::vector<Workload> make_workloads() {
                16ull << 20, 0, false, 1, nullptr, bigdir_body});
   // Each state mounts, walks and checks 8,000 inodes: several times the cost of the others.
   w.push_back({"itable", "the inode table growing by a chunk", 24ull << 20, 0, false, 2, itable_setup, itable_body});
+  Workload cached{"cached", "the DRAM cache: coalesced writes, writeback runs, truncate and punch over dirty pages, unlink of unsynced data",
+                  16ull << 20, 0, false, 1, cached_setup, cached_body};
+  cached.cache_pages = 64;
+  w.push_back(cached);
   w.push_back({"wrap", "journal wrap-around in the smallest journal", 16ull << 20, 1025, false, 1, nullptr, wrap_body});
   return w;
 }

@@ -1,0 +1,451 @@
+// mm/page_cache.cc: page states, the buffer pool with clean-page reclaim (a second-chance
+// clock over the clean list) and the flush hand-off. Lock order in page_cache.h.
+#include "mm/page_cache.h"
+
+#include <sys/mman.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstring>
+
+#include "mm/region.h"
+
+namespace pmemfuse::mm {
+namespace {
+
+// Pages a write or read handles per hold of the file's lock: bounds the buffers it takes
+// from the pool at once.
+constexpr uint64_t kChunk = 32;
+
+void store_max(std::atomic<uint64_t>& a, uint64_t v) {
+  uint64_t cur = a.load(std::memory_order_relaxed);
+  while (cur < v && !a.compare_exchange_weak(cur, v, std::memory_order_relaxed)) {
+  }
+}
+
+}  // namespace
+
+Result<std::unique_ptr<PageCache>> PageCache::create(uint64_t capacity_pages) {
+  capacity_pages = std::max(capacity_pages, kMinPages);
+  void* p = mmap(nullptr, capacity_pages * kPageSize, PROT_READ | PROT_WRITE,
+                 MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  if (p == MAP_FAILED)
+    return make_error(Errc::kNoSpace, "page cache: cannot reserve " +
+                                          std::to_string(capacity_pages * kPageSize >> 20) +
+                                          " MiB of address space; lower cache_size");
+  return std::unique_ptr<PageCache>(new PageCache(capacity_pages, static_cast<uint8_t*>(p)));
+}
+
+PageCache::PageCache(uint64_t capacity_pages, uint8_t* arena)
+    : capacity_(capacity_pages), arena_(arena) {}
+
+PageCache::~PageCache() { munmap(arena_, capacity_ * kPageSize); }
+
+CachedFileRef PageCache::open(uint64_t owner, uint64_t size) {
+  std::lock_guard lk(files_mu_);
+  auto& f = files_[owner];
+  if (!f) f = std::make_shared<CachedFile>(owner, size);
+  return f;
+}
+
+CachedFileRef PageCache::find(uint64_t owner) {
+  std::lock_guard lk(files_mu_);
+  auto it = files_.find(owner);
+  return it == files_.end() ? nullptr : it->second;
+}
+
+bool PageCache::forget(uint64_t owner) {
+  std::lock_guard lk(files_mu_);
+  auto it = files_.find(owner);
+  if (it == files_.end()) return true;
+  CachedFile& f = *it->second;
+  std::unique_lock fl(f.mu_, std::try_to_lock);  // busy: in use, so not forgotten yet
+  if (!fl || f.flush_active_ || f.dirty_ > 0) return false;
+  drop_range_locked(f, 0, UINT64_MAX);
+  files_.erase(it);
+  return true;
+}
+
+uint64_t PageCache::discard(uint64_t owner) {
+  CachedFileRef f;
+  {
+    std::lock_guard lk(files_mu_);
+    auto it = files_.find(owner);
+    if (it == files_.end()) return 0;
+    f = std::move(it->second);
+    files_.erase(it);
+  }
+  return wait_and_discard(f);
+}
+
+uint64_t PageCache::wait_and_discard(const CachedFileRef& f) {
+  auto lk = quiesce(*f);
+  return drop_range_locked(*f, 0, UINT64_MAX);
+}
+
+Result<uint64_t> PageCache::write(CachedFile& f, uint64_t off, const uint8_t* src, uint64_t len,
+                                  int64_t now_ns, const MissFn& miss) {
+  uint64_t done = 0;
+  while (done < len) {
+    uint64_t first = (off + done) / kPageSize, last = (off + len - 1) / kPageSize;
+    auto spare = acquire(std::min(last - first + 1, kChunk), true);
+    if (spare.empty()) {
+      if (done > 0) break;
+      return make_error(Errc::kIo, "page cache: writeback has stopped; the write was not cached");
+    }
+    Status st;
+    {
+      std::lock_guard lk(f.mu_);
+      // Each page takes at most one buffer: a new page, or a second buffer for a page
+      // being flushed.
+      for (uint64_t k = spare.size(); k > 0 && done < len; k--) {
+        uint64_t pos = off + done, idx = pos / kPageSize, at = pos % kPageSize;
+        uint64_t n = std::min(kPageSize - at, len - done);
+        auto it = f.pages_.find(idx);
+        if (it == f.pages_.end()) {
+          auto reserved = miss(idx, at == 0 && n == kPageSize ? nullptr : spare.back());
+          if (!reserved) {
+            st = std::move(reserved.error());
+            break;
+          }
+          it = f.pages_.emplace(idx, Page{}).first;
+          it->second.buf = spare.back();
+          it->second.reserved = *reserved;
+          spare.pop_back();
+          f.reserved_ += *reserved;
+          count_dirty(f, now_ns);
+        } else if (it->second.state == State::kClean) {
+          // A clean page may have been read from a hole: it needs a block as a new one does.
+          auto reserved = miss(idx, nullptr);
+          if (!reserved) {
+            st = std::move(reserved.error());
+            break;
+          }
+          it->second.reserved = *reserved;
+          f.reserved_ += *reserved;
+        }
+        write_page(f, it->second, at, src + done, n, now_ns, spare);
+        done += n;
+      }
+      if (done > 0) {
+        if (off + done > f.size_) f.size_.store(off + done, std::memory_order_release);
+        f.mtime_ns_.store(now_ns, std::memory_order_release);
+      }
+    }
+    release(spare);
+    if (!st) {
+      if (done > 0) break;
+      return std::move(st.error());
+    }
+  }
+  n_.app_bytes += done;
+  if (dirty_pages_.load(std::memory_order_relaxed) > capacity_ / 2) pressure();
+  return done;
+}
+
+void PageCache::write_page(CachedFile& f, Page& p, uint64_t at, const uint8_t* src, uint64_t n,
+                           int64_t now_ns, std::vector<uint8_t*>& spare) {
+  if (p.state == State::kFlushing) {
+    // The flusher reads p.buf: write into a copy instead of waiting for it.
+    uint8_t* b = spare.back();
+    spare.pop_back();
+    std::memcpy(b, p.buf, kPageSize);
+    p.frozen = p.buf;
+    p.buf = b;
+    p.state = State::kRewritten;
+    n_.second_buffers++;
+  } else if (p.state == State::kClean) {
+    to_dirty(f, p, now_ns);
+  }
+  std::memcpy(p.buf + at, src, n);
+}
+
+Status PageCache::read(CachedFile& f, uint64_t off, uint64_t len, const MissFn& miss,
+                       const SinkFn& sink) {
+  uint64_t want = 0;
+  {
+    std::lock_guard lk(f.mu_);
+    uint64_t end = std::min(f.size(), off + len);
+    for (uint64_t idx = off / kPageSize; idx * kPageSize < end; idx++) want += !f.pages_.count(idx);
+  }
+  auto spare = want ? acquire(want, false) : std::vector<uint8_t*>{};
+  std::vector<std::unique_ptr<uint8_t[]>> bounce;
+  std::vector<struct iovec> iov;
+  Status st;
+  {
+    std::lock_guard lk(f.mu_);
+    uint64_t end = std::min(f.size(), off + len);
+    for (uint64_t pos = off; pos < end;) {
+      uint64_t idx = pos / kPageSize, at = pos % kPageSize, n = std::min(kPageSize - at, end - pos);
+      auto it = f.pages_.find(idx);
+      uint8_t* buf;
+      if (it != f.pages_.end()) {
+        buf = it->second.buf;
+        it->second.referenced = true;
+        n_.hits++;
+      } else {
+        if (spare.empty()) bounce.push_back(std::make_unique<uint8_t[]>(kPageSize));
+        buf = spare.empty() ? bounce.back().get() : spare.back();
+        auto r = miss(idx, buf);
+        if (!r) {
+          st = std::move(r.error());
+          break;
+        }
+        n_.misses++;
+        if (!spare.empty()) {
+          spare.pop_back();
+          auto ins = f.pages_.emplace(idx, Page{}).first;
+          ins->second.buf = buf;
+          to_clean(f, idx, ins->second);
+        }
+      }
+      iov.push_back({buf + at, n});
+      pos += n;
+    }
+    if (st) sink(iov.data(), int(iov.size()));
+  }
+  release(spare);
+  return st;
+}
+
+FlushBatch PageCache::take_dirty(CachedFile& f) {
+  std::unique_lock lk(f.mu_);
+  f.idle_.wait(lk, [&] { return !f.flush_active_; });
+  f.flush_active_ = true;
+  FlushBatch b;
+  b.size = f.size();
+  b.mtime_ns = f.mtime_ns();
+  for (auto& [idx, p] : f.pages_) {
+    if (p.state != State::kDirty) continue;
+    p.state = State::kFlushing;
+    b.pages.push_back({idx, p.buf});
+  }
+  return b;
+}
+
+uint64_t PageCache::finish_flush(CachedFile& f, const FlushBatch& b, bool ok, uint64_t ns) {
+  uint64_t released = 0;
+  {
+    std::lock_guard lk(f.mu_);
+    for (const FlushPage& fp : b.pages) {
+      Page& p = f.pages_.at(fp.index);  // pages are dropped only when no flush is active
+      if (p.state == State::kRewritten) {
+        std::lock_guard pl(pool_mu_);
+        free_.push_back(p.frozen);
+        in_use_--;
+        p.frozen = nullptr;
+        p.state = State::kDirty;
+      } else if (ok) {
+        to_clean(f, fp.index, p);
+        count_clean(f);
+      } else {
+        p.state = State::kDirty;
+      }
+      if (ok && p.reserved) {
+        p.reserved = false;
+        f.reserved_--;
+        released++;
+      }
+    }
+    if (ok && f.mtime_ns_ == b.mtime_ns) f.mtime_ns_ = 0;  // the flush stored it on media
+    f.flush_active_ = false;
+  }
+  f.idle_.notify_all();
+  freed_.notify_all();
+  if (ok && !b.pages.empty()) {
+    n_.pmem_bytes += b.pages.size() * kPageSize;
+    n_.flush_batches++;
+    n_.flush_ns_total += ns;
+    store_max(n_.flush_ns_max, ns);
+  }
+  return released;
+}
+
+std::unique_lock<std::mutex> PageCache::quiesce(CachedFile& f) {
+  std::unique_lock lk(f.mu_);
+  f.idle_.wait(lk, [&] { return !f.flush_active_; });
+  return lk;
+}
+
+uint64_t PageCache::zero_locked(CachedFile& f, uint64_t lo, uint64_t hi) {
+  if (lo >= hi) return 0;
+  uint64_t first_whole = (lo + kPageSize - 1) / kPageSize;
+  uint64_t last_whole = hi == UINT64_MAX ? UINT64_MAX : hi / kPageSize;  // exclusive
+  auto zero_part = [&](uint64_t idx, uint64_t a, uint64_t b) {
+    auto it = f.pages_.find(idx);
+    if (it != f.pages_.end() && a < b) std::memset(it->second.buf + a, 0, b - a);
+  };
+  if (lo % kPageSize)
+    zero_part(lo / kPageSize, lo % kPageSize,
+              hi / kPageSize == lo / kPageSize ? hi % kPageSize : kPageSize);
+  if (hi != UINT64_MAX && hi % kPageSize && hi / kPageSize >= first_whole)
+    zero_part(hi / kPageSize, 0, hi % kPageSize);
+  return first_whole < last_whole ? drop_range_locked(f, first_whole, last_whole) : 0;
+}
+
+void PageCache::set_size_locked(CachedFile& f, uint64_t size) {
+  f.size_.store(size, std::memory_order_release);
+}
+
+std::vector<CachedFileRef> PageCache::dirty_files() {
+  std::vector<CachedFileRef> out;
+  {
+    std::lock_guard lk(files_mu_);
+    for (auto& [owner, f] : files_)
+      if (f->has_dirty()) out.push_back(f);
+  }
+  std::sort(out.begin(), out.end(), [](const CachedFileRef& a, const CachedFileRef& b) {
+    return a->first_dirty_ns() < b->first_dirty_ns();
+  });
+  return out;
+}
+
+void PageCache::stop_waiters() {
+  {
+    std::lock_guard lk(pool_mu_);
+    stopped_ = true;
+  }
+  freed_.notify_all();
+}
+
+CacheStats PageCache::stats() const {
+  CacheStats s;
+  s.capacity_pages = capacity_;
+  {
+    std::lock_guard lk(pool_mu_);
+    s.cached_pages = in_use_;
+  }
+  s.dirty_pages = dirty_pages_;
+  s.hits = n_.hits;
+  s.misses = n_.misses;
+  s.app_bytes = n_.app_bytes;
+  s.pmem_bytes = n_.pmem_bytes;
+  s.flush_batches = n_.flush_batches;
+  s.flush_ns_total = n_.flush_ns_total;
+  s.flush_ns_max = n_.flush_ns_max;
+  s.second_buffers = n_.second_buffers;
+  s.evictions = n_.evictions;
+  s.pressure_waits = n_.pressure_waits;
+  return s;
+}
+
+// Takes up to n buffers: free ones, then never-used arena pages, then reclaimed clean
+// pages. With wait, blocks (waking the flusher) until at least one is had.
+std::vector<uint8_t*> PageCache::acquire(uint64_t n, bool wait) {
+  std::vector<uint8_t*> out;
+  std::unique_lock lk(pool_mu_);
+  for (;;) {
+    while (out.size() < n) {
+      if (!free_.empty()) {
+        out.push_back(free_.back());
+        free_.pop_back();
+      } else if (touched_ < capacity_) {
+        out.push_back(arena_ + touched_++ * kPageSize);
+      } else if (!reclaim_one_locked()) {
+        break;
+      }
+    }
+    if (!out.empty() || !wait || stopped_) break;
+    n_.pressure_waits++;
+    lk.unlock();
+    pressure();
+    lk.lock();
+    freed_.wait_for(lk, std::chrono::milliseconds(50));
+  }
+  in_use_ += out.size();
+  return out;
+}
+
+void PageCache::release(std::vector<uint8_t*>& bufs) {
+  if (bufs.empty()) return;
+  {
+    std::lock_guard lk(pool_mu_);
+    free_.insert(free_.end(), bufs.begin(), bufs.end());
+    in_use_ -= bufs.size();
+  }
+  bufs.clear();
+  freed_.notify_all();
+}
+
+// Frees the oldest clean page not read since the last pass (second chance); skips files
+// whose lock is busy. Two rounds: the first may only clear the marks. pool_mu_ held.
+bool PageCache::reclaim_one_locked() {
+  for (size_t tries = 2 * lru_.size(); tries > 0 && !lru_.empty(); tries--) {
+    auto it = lru_.begin();
+    auto [f, idx] = *it;
+    std::unique_lock fl(f->mu_, std::try_to_lock);
+    if (!fl) {
+      lru_.splice(lru_.end(), lru_, it);
+      continue;
+    }
+    auto pit = f->pages_.find(idx);
+    if (pit->second.referenced) {
+      pit->second.referenced = false;
+      lru_.splice(lru_.end(), lru_, it);
+      continue;
+    }
+    free_.push_back(pit->second.buf);
+    in_use_--;
+    lru_.erase(it);
+    f->pages_.erase(pit);
+    n_.evictions++;
+    return true;
+  }
+  return false;
+}
+
+// f.mu_ held.
+void PageCache::to_clean(CachedFile& f, uint64_t index, Page& p) {
+  p.state = State::kClean;
+  std::lock_guard lk(pool_mu_);
+  p.lru = lru_.insert(lru_.end(), {&f, index});
+}
+
+void PageCache::count_clean(CachedFile& f) {
+  dirty_pages_--;
+  if (--f.dirty_ == 0) f.first_dirty_ns_ = 0;
+}
+
+// A clean page is written. f.mu_ held.
+void PageCache::to_dirty(CachedFile& f, Page& p, int64_t now_ns) {
+  {
+    std::lock_guard lk(pool_mu_);
+    lru_.erase(p.lru);
+  }
+  p.state = State::kDirty;
+  count_dirty(f, now_ns);
+}
+
+void PageCache::count_dirty(CachedFile& f, int64_t now_ns) {
+  dirty_pages_++;
+  if (f.dirty_++ == 0) f.first_dirty_ns_ = now_ns;
+}
+
+// f.mu_ held, no flush active.
+uint64_t PageCache::drop_page(CachedFile& f, std::map<uint64_t, Page>::iterator it) {
+  Page& p = it->second;
+  uint64_t reserved = p.reserved;
+  f.reserved_ -= reserved;
+  std::lock_guard lk(pool_mu_);
+  if (p.state == State::kClean) lru_.erase(p.lru);
+  else count_clean(f);
+  free_.push_back(p.buf);
+  in_use_--;
+  f.pages_.erase(it);
+  return reserved;
+}
+
+// Drops pages in [first, last). f.mu_ held, no flush active.
+uint64_t PageCache::drop_range_locked(CachedFile& f, uint64_t first, uint64_t last) {
+  uint64_t released = 0;
+  auto it = f.pages_.lower_bound(first);
+  while (it != f.pages_.end() && it->first < last) released += drop_page(f, it++);
+  freed_.notify_all();
+  return released;
+}
+
+void PageCache::pressure() {
+  if (pressure_hook_) pressure_hook_();
+}
+
+}  // namespace pmemfuse::mm
