@@ -69,7 +69,7 @@ Status Filesystem::flush_file(mm::CachedFile& f) {
   uint64_t t0 = mono_ns();
   InodeRef i;
   Status st;
-  if (!b.pages.empty() || b.size > 0) {  // with no page, the size may still be behind
+  if (!b.pages.empty()) {
     auto got = get(f.owner());  // an inode whose pages outlived its last reference is read again
     if (got) i = *got;
     st = got ? write_back(*i, b) : Status(std::move(got.error()));
@@ -81,13 +81,8 @@ Status Filesystem::flush_file(mm::CachedFile& f) {
 
 // Writes a batch of frozen pages, one run of consecutive pages at a time (the inode is
 // locked per run, so a long writeback does not hold up its readers), up to the size the
-// file had when the batch was taken, then that size if no page carried it (a tail
-// punched or zeroed with the size kept).
+// file had when the batch was taken.
 Status Filesystem::write_back(Inode& i, const mm::FlushBatch& b) {
-  if (b.pages.empty()) {
-    std::shared_lock lk(i.mu);
-    if (b.size <= i.d.size) return {};
-  }
   PF_CHECK(writable());
   for (size_t k = 0; k < b.pages.size();) {
     size_t run = 1;
@@ -106,23 +101,13 @@ Status Filesystem::write_back(Inode& i, const mm::FlushBatch& b) {
     };
     if (hi > lo) {
       std::unique_lock lk(i.mu);
-      PF_TRY(n, write_locked(i, lo, hi - lo, copy, b.mtime_ns, true));
+      // The cached write's time, unless a truncate or fallocate since set a later one.
+      int64_t mtime = std::max(b.mtime_ns, i.d.mtime_ns);
+      PF_TRY(n, write_locked(i, lo, hi - lo, copy, mtime, true));
       if (n < hi - lo)
         return make_error(Errc::kNoSpace, "inode " + std::to_string(i.ino) + ": writeback ran out of space");
     }
     k += run;
-  }
-  std::unique_lock lk(i.mu);
-  if (b.size > i.d.size) {
-    DiskInode saved = i.d;
-    Tx tx(region_);
-    zero_past_eof(i);
-    i.d.size = b.size;
-    write_inode(tx, i);
-    if (Status st = commit(tx); !st) {
-      PF_CHECK(rollback_locked(i, saved));
-      return st;
-    }
   }
   return {};
 }
@@ -150,6 +135,13 @@ void Filesystem::drop_cached(const InodeRef& i) {
   else cache_->forget(i->ino);
 }
 
+// Failed writeback is retried; once the filesystem has shut down it cannot succeed, so
+// writers waiting for pages are let go.
+void Filesystem::writeback_failed() {
+  info_.writeback_errors++;
+  if (failed_ || read_only_) cache_->stop_waiters();
+}
+
 void Filesystem::start_writeback() {
   if (cache_ && !read_only_ && !flusher_.joinable()) flusher_ = std::thread([this] { flusher_loop(); });
 }
@@ -166,7 +158,7 @@ void Filesystem::stop_flusher() {
 
 void Filesystem::kick_flusher() {
   if (!flusher_.joinable()) {
-    (void)sync();
+    if (!sync()) writeback_failed();
     return;
   }
   {
@@ -194,10 +186,7 @@ void Filesystem::flusher_loop() {
     for (auto& f : cache_->dirty_files()) {
       bool old = opts_.flush_interval_ms && f->first_dirty_ns() <= due;
       if (!old && !(pressed && cache_->dirty_pages() > target)) break;
-      if (!flush_file(*f)) {
-        info_.writeback_errors++;
-        if (failed_ || read_only_) cache_->stop_waiters();
-      }
+      if (!flush_file(*f)) writeback_failed();
     }
     lk.lock();
   }

@@ -151,7 +151,8 @@ Result<uint64_t> Filesystem::write_batch_locked(Inode& i, uint64_t off, uint64_t
     }
     src(dev + (a - s_lo), a, b - a);
   }
-  i.d.mtime_ns = i.d.ctime_ns = mtime;
+  i.d.mtime_ns = mtime;
+  i.d.ctime_ns = std::max(i.d.ctime_ns, mtime);  // writeback's time may predate a chmod
   bool grows = end > i.d.size;
   if (fresh.empty() && !grows) {
     region_.fence();
@@ -342,6 +343,11 @@ Status Filesystem::fallocate(uint64_t ino, uint32_t mode, uint64_t off, uint64_t
     zero_past_eof(*i);
     i->d.size = end;
     if (f) cache_->set_size_locked(*f, end);
+  } else if (size > i->d.size) {
+    // The cached writes that carried the size may just have been punched or zeroed:
+    // the size goes to media now.
+    zero_past_eof(*i);
+    i->d.size = size;
   }
   i->d.mtime_ns = i->d.ctime_ns = now();  // every mode, as ext4
   Tx tx(region_);

@@ -221,10 +221,8 @@ Attr Filesystem::attr_of(const Inode& i) const {
   if (auto f = cache_ && S_ISREG(d.mode) ? cache_->find(i.ino) : nullptr) {
     a.size = f->size();
     a.blocks += f->reserved_pages();
-    if (int64_t m = f->mtime_ns()) {
-      a.mtime_ns = m;
-      a.ctime_ns = std::max(a.ctime_ns, m);
-    }
+    a.mtime_ns = std::max(a.mtime_ns, f->mtime_ns());
+    a.ctime_ns = std::max(a.ctime_ns, f->mtime_ns());
   }
   return a;
 }

@@ -277,6 +277,7 @@ class Filesystem {
   void stop_flusher();
   void flusher_loop();
   void kick_flusher();
+  void writeback_failed();
 
   mm::Region region_;
   DiskSuper sb_;      // guarded by ns_mu_ for writes after mount

@@ -62,6 +62,7 @@ bool PageCache::forget(uint64_t owner) {
   std::unique_lock fl(f.mu_, std::try_to_lock);  // busy: in use, so not forgotten yet
   if (!fl || f.flush_active_ || f.dirty_ > 0) return false;
   drop_range_locked(f, 0, UINT64_MAX);
+  f.dead_ = true;
   files_.erase(it);
   return true;
 }
@@ -80,67 +81,85 @@ uint64_t PageCache::discard(uint64_t owner) {
 
 uint64_t PageCache::wait_and_discard(const CachedFileRef& f) {
   auto lk = quiesce(*f);
+  f->dead_ = true;
   return drop_range_locked(*f, 0, UINT64_MAX);
 }
 
 Result<uint64_t> PageCache::write(CachedFile& f, uint64_t off, const uint8_t* src, uint64_t len,
                                   int64_t now_ns, const MissFn& miss) {
   uint64_t done = 0;
+  bool waited = false;
   while (done < len) {
     uint64_t first = (off + done) / kPageSize, last = (off + len - 1) / kPageSize;
-    auto spare = acquire(std::min(last - first + 1, kChunk), true);
-    if (spare.empty()) {
-      if (done > 0) break;
-      return make_error(Errc::kIo, "page cache: writeback has stopped; the write was not cached");
-    }
-    Status st;
-    {
-      std::lock_guard lk(f.mu_);
-      // Each page takes at most one buffer: a new page, or a second buffer for a page
-      // being flushed.
-      for (uint64_t k = spare.size(); k > 0 && done < len; k--) {
-        uint64_t pos = off + done, idx = pos / kPageSize, at = pos % kPageSize;
-        uint64_t n = std::min(kPageSize - at, len - done);
-        auto it = f.pages_.find(idx);
-        if (it == f.pages_.end()) {
-          auto reserved = miss(idx, at == 0 && n == kPageSize ? nullptr : spare.back());
-          if (!reserved) {
-            st = std::move(reserved.error());
-            break;
-          }
-          it = f.pages_.emplace(idx, Page{}).first;
-          it->second.buf = spare.back();
-          it->second.reserved = *reserved;
-          spare.pop_back();
-          f.reserved_ += *reserved;
-          count_dirty(f, now_ns);
-        } else if (it->second.state == State::kClean) {
-          // A clean page may have been read from a hole: it needs a block as a new one does.
-          auto reserved = miss(idx, nullptr);
-          if (!reserved) {
-            st = std::move(reserved.error());
-            break;
-          }
-          it->second.reserved = *reserved;
-          f.reserved_ += *reserved;
-        }
-        write_page(f, it->second, at, src + done, n, now_ns, spare);
-        done += n;
-      }
-      if (done > 0) {
-        if (off + done > f.size_) f.size_.store(off + done, std::memory_order_release);
-        f.mtime_ns_.store(now_ns, std::memory_order_release);
-      }
-    }
+    auto spare = acquire(std::min(last - first + 1, kChunk), false);
+    uint64_t before = done;
+    Status st = write_some(f, off, src, len, now_ns, miss, spare, &done);
     release(spare);
     if (!st) {
       if (done > 0) break;
       return std::move(st.error());
     }
+    if (done > before) continue;
+    // Every page left needs a buffer and none is free: memory pressure.
+    if (!waited) n_.pressure_waits++;
+    waited = true;
+    auto one = acquire(1, true);
+    if (one.empty()) {
+      if (done > 0) break;
+      return make_error(Errc::kIo, "page cache: writeback has stopped; the write was not cached");
+    }
+    release(one);
   }
   n_.app_bytes += done;
   if (dirty_pages_.load(std::memory_order_relaxed) > capacity_ / 2) pressure();
   return done;
+}
+
+// Copies pages of [off + *done, off + len) under the file's lock, at most kChunk, until a
+// page needs a buffer (new, or being flushed) and spare has none.
+Status PageCache::write_some(CachedFile& f, uint64_t off, const uint8_t* src, uint64_t len,
+                             int64_t now_ns, const MissFn& miss, std::vector<uint8_t*>& spare,
+                             uint64_t* done) {
+  std::lock_guard lk(f.mu_);
+  if (f.dead_) return make_error(Errc::kIo, "page cache: write to a dropped file");
+  uint64_t start = *done;
+  Status st;
+  for (uint64_t pages = 0; *done < len && pages < kChunk; pages++) {
+    uint64_t pos = off + *done, idx = pos / kPageSize, at = pos % kPageSize;
+    uint64_t n = std::min(kPageSize - at, len - *done);
+    auto it = f.pages_.find(idx);
+    bool needs_buf = it == f.pages_.end() || it->second.state == State::kFlushing;
+    if (needs_buf && spare.empty()) break;
+    if (it == f.pages_.end()) {
+      auto reserved = miss(idx, at == 0 && n == kPageSize ? nullptr : spare.back());
+      if (!reserved) {
+        st = std::move(reserved.error());
+        break;
+      }
+      it = f.pages_.emplace(idx, Page{}).first;
+      it->second.buf = spare.back();
+      spare.pop_back();
+      it->second.reserved = *reserved;
+      f.reserved_ += *reserved;
+      count_dirty(f, now_ns);
+    } else if (it->second.state == State::kClean) {
+      // A clean page may have been read from a hole: it needs a block as a new one does.
+      auto reserved = miss(idx, nullptr);
+      if (!reserved) {
+        st = std::move(reserved.error());
+        break;
+      }
+      it->second.reserved = *reserved;
+      f.reserved_ += *reserved;
+    }
+    write_page(f, it->second, at, src + *done, n, now_ns, spare);
+    *done += n;
+  }
+  if (*done > start) {
+    if (off + *done > f.size_) f.size_.store(off + *done, std::memory_order_release);
+    f.mtime_ns_.store(now_ns, std::memory_order_release);
+  }
+  return st;
 }
 
 void PageCache::write_page(CachedFile& f, Page& p, uint64_t at, const uint8_t* src, uint64_t n,
@@ -184,15 +203,16 @@ Status PageCache::read(CachedFile& f, uint64_t off, uint64_t len, const MissFn& 
         it->second.referenced = true;
         n_.hits++;
       } else {
-        if (spare.empty()) bounce.push_back(std::make_unique<uint8_t[]>(kPageSize));
-        buf = spare.empty() ? bounce.back().get() : spare.back();
+        bool keep = !spare.empty() && !f.dead_;  // a dropped file keeps no pages
+        if (!keep) bounce.push_back(std::make_unique<uint8_t[]>(kPageSize));
+        buf = keep ? spare.back() : bounce.back().get();
         auto r = miss(idx, buf);
         if (!r) {
           st = std::move(r.error());
           break;
         }
         n_.misses++;
-        if (!spare.empty()) {
+        if (keep) {
           spare.pop_back();
           auto ins = f.pages_.emplace(idx, Page{}).first;
           ins->second.buf = buf;
@@ -346,7 +366,6 @@ std::vector<uint8_t*> PageCache::acquire(uint64_t n, bool wait) {
       }
     }
     if (!out.empty() || !wait || stopped_) break;
-    n_.pressure_waits++;
     lk.unlock();
     pressure();
     lk.lock();

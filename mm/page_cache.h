@@ -86,6 +86,7 @@ class CachedFile {
   std::condition_variable idle_;     // flush_active_ cleared
   std::map<uint64_t, Page> pages_;   // guarded by mu_
   bool flush_active_ = false;        // guarded by mu_
+  bool dead_ = false;                // forgotten or discarded: takes no pages; guarded by mu_
   std::atomic<uint64_t> size_;       // written under mu_
   std::atomic<int64_t> mtime_ns_{0};  // written under mu_
   std::atomic<uint64_t> dirty_{0};    // written under mu_
@@ -177,6 +178,8 @@ class PageCache {
   void count_clean(CachedFile& f);
   uint64_t drop_page(CachedFile& f, std::map<uint64_t, Page>::iterator it);
   uint64_t drop_range_locked(CachedFile& f, uint64_t first, uint64_t last);
+  Status write_some(CachedFile& f, uint64_t off, const uint8_t* src, uint64_t len, int64_t now_ns,
+                    const MissFn& miss, std::vector<uint8_t*>& spare, uint64_t* done);
   void write_page(CachedFile& f, Page& p, uint64_t at, const uint8_t* src, uint64_t n,
                   int64_t now_ns, std::vector<uint8_t*>& spare);
   uint64_t wait_and_discard(const CachedFileRef& f);

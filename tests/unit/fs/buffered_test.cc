@@ -44,7 +44,9 @@ uint64_t dirty_pages(const Filesystem& fs) { return fs.cache()->stats().dirty_pa
 
 // What the media holds now: a copy of fs's image (a crash image while fs is mounted),
 // mounted without a cache.
-std::unique_ptr<Filesystem> media_of(const Filesystem& fs) { return mount(copy_region(fs.region())); }
+std::unique_ptr<Filesystem> media_of(const Filesystem& fs) {
+  return mount(copy_region(fs.region()));
+}
 
 void expect_consistent(const Filesystem& fs) {
   mm::Region copy = copy_region(fs.region());
@@ -62,7 +64,8 @@ void resize(Filesystem& fs, uint64_t ino, uint64_t size) {
 // Appends `chunk`-byte pieces of a pattern to acked (the file's content from offset 0)
 // until a write fails or is short, keeping what was acknowledged. The failure must be
 // kNoSpace.
-void fill_until_full(Filesystem& fs, uint64_t ino, uint64_t chunk, uint64_t limit, std::string& acked) {
+void fill_until_full(Filesystem& fs, uint64_t ino, uint64_t chunk, uint64_t limit,
+                     std::string& acked) {
   while (acked.size() < limit) {
     std::string p = pattern(chunk, 9, acked.size());
     auto w = fs.write(ino, acked.size(), p.data(), p.size());
@@ -194,9 +197,9 @@ TEST_CASE("buffered: punched holes over dirty pages read zeros and seek sees cac
   write_str(*fs, ino, 0, data);
 
   const uint32_t punch = Filesystem::kFallocPunchHole | Filesystem::kFallocKeepSize;
-  require_ok(fs->fallocate(ino, punch, kBlockSize, kBlockSize));          // a whole page
-  require_ok(fs->fallocate(ino, punch, 2 * kBlockSize + 10, 20));         // inside a page
-  require_ok(fs->fallocate(ino, punch, 3 * kBlockSize, kBlockSize));      // the last page
+  require_ok(fs->fallocate(ino, punch, kBlockSize, kBlockSize));      // a whole page
+  require_ok(fs->fallocate(ino, punch, 2 * kBlockSize + 10, 20));     // inside a page
+  require_ok(fs->fallocate(ino, punch, 3 * kBlockSize, kBlockSize));  // the last page
   std::string want = data;
   std::fill(want.begin() + kBlockSize, want.begin() + 2 * kBlockSize, '\0');
   std::fill(want.begin() + 2 * kBlockSize + 10, want.begin() + 2 * kBlockSize + 30, '\0');
@@ -262,12 +265,14 @@ TEST_CASE("buffered: a write to a page being stored by writeback does not wait f
   gate->armed = true;
   auto syncer = std::async(std::launch::async, [&] { return fs->fsync(ino, false); });
   bool stuck = false;  // the fsync is inside writeback, its page frozen
-  for (int k = 0; k < 5000 && !(stuck = gate->entered.try_wait()); k++) std::this_thread::sleep_for(1ms);
+  for (int k = 0; k < 5000 && !(stuck = gate->entered.try_wait()); k++)
+    std::this_thread::sleep_for(1ms);
   std::string newer = pattern(kBlockSize, 11);
   std::future<Result<uint64_t>> writer;
   bool quick = false;
   if (stuck) {
-    writer = std::async(std::launch::async, [&] { return fs->write(ino, 0, newer.data(), newer.size()); });
+    writer = std::async(std::launch::async,
+                        [&] { return fs->write(ino, 0, newer.data(), newer.size()); });
     quick = writer.wait_for(1s) == std::future_status::ready;
   }
   gate->armed = false;

@@ -1,11 +1,13 @@
 // tests/unit/mm/page_cache_test.cc: the DRAM write-back cache (mm/page_cache.h) driven
 // directly, with a fake media behind the miss callback: hits and misses, fills, write
 // coalescing, double buffering, the memory bound and writer back-pressure, truncation under
-// quiesce, failed flushes, forget and discard.
+// quiesce, failed flushes, forget and discard, clean-page reclaim and the reservation
+// taken when a clean page is first written.
 #include "mm/page_cache.h"
 
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstdint>
@@ -27,7 +29,7 @@ char media_byte(uint64_t idx) { return char(0x40 + idx % 64); }
 // Stands in for the filesystem below the cache: fills pages (with media_byte, or zeros
 // for a hole) and counts the calls. Thread-safe.
 struct Media {
-  bool zeros = false;  // set before use
+  bool zeros = false;              // set before use
   std::atomic<uint64_t> fills{0};  // calls with a buffer
   std::atomic<uint64_t> nulls{0};  // calls without: the caller overwrites the whole page
 
@@ -69,7 +71,8 @@ void put(PageCache& c, CachedFile& f, uint64_t off, const std::string& s, const 
 std::string get(PageCache& c, CachedFile& f, uint64_t off, uint64_t len, const MissFn& miss) {
   std::string out;
   Status st = c.read(f, off, len, miss, [&](const struct iovec* iov, int n) {
-    for (int k = 0; k < n; k++) out.append(static_cast<const char*>(iov[k].iov_base), iov[k].iov_len);
+    for (int k = 0; k < n; k++)
+      out.append(static_cast<const char*>(iov[k].iov_base), iov[k].iov_len);
   });
   REQUIRE(st.ok());
   return out;
@@ -141,13 +144,13 @@ TEST_CASE("page cache: a partial-page write fills the page first, a whole-page w
   CHECK(c->stats().misses == 0);  // every page read was cached by its write
 }
 
-TEST_CASE("page cache: overwrites of one page coalesce into one page written back",
-          "[mm][cache]") {
+TEST_CASE("page cache: overwrites of one page coalesce into one page written back", "[mm][cache]") {
   auto c = make_cache();
   Media m;
   auto f = c->open(1, 0);
   const uint64_t kWrite = 100;
-  for (uint64_t k = 0; k < 100; k++) put(*c, *f, k * 10, bytes(kWrite, char('A' + k % 26)), m.miss());
+  for (uint64_t k = 0; k < 100; k++)
+    put(*c, *f, k * 10, bytes(kWrite, char('A' + k % 26)), m.miss());
 
   FlushBatch b = c->take_dirty(*f);
   REQUIRE(b.pages.size() == 1);
@@ -177,7 +180,8 @@ TEST_CASE("page cache: a write to a page being flushed takes a second buffer, no
   FlushBatch b = c->take_dirty(*f);  // the flusher holds the frozen page from here on
   REQUIRE(b.pages.size() == 1);
   auto writer = std::async(std::launch::async, [&] {
-    return c->write(*f, 0, reinterpret_cast<const uint8_t*>(new_data.data()), kPageSize, 2, m.miss());
+    return c->write(*f, 0, reinterpret_cast<const uint8_t*>(new_data.data()), kPageSize, 2,
+                    m.miss());
   });
   bool quick = writer.wait_for(1s) == std::future_status::ready;
   if (!quick) c->finish_flush(*f, b, true, 1);  // let the writer go before failing
@@ -208,7 +212,8 @@ TEST_CASE("page cache: reads beyond capacity reclaim clean pages and stay within
   auto f = c->open(1, kPages * kPageSize);
   uint64_t most = 0;
   for (uint64_t idx = 0; idx < kPages; idx += 2) {
-    std::string want = std::string(kPageSize, media_byte(idx)) + std::string(kPageSize, media_byte(idx + 1));
+    std::string want =
+        std::string(kPageSize, media_byte(idx)) + std::string(kPageSize, media_byte(idx + 1));
     CHECK(get(*c, *f, idx * kPageSize, 2 * kPageSize, m.miss()) == want);
     most = std::max(most, c->stats().cached_pages);
   }
@@ -234,7 +239,8 @@ TEST_CASE("page cache: with every page dirty a writer waits until a flush frees 
   c->set_pressure_hook([&] {
     if (armed.exchange(false)) asked.set_value();
   });
-  for (uint64_t idx = 0; idx < c->capacity(); idx++) put(*c, *f, idx * kPageSize, bytes(kPageSize, 'd'), m.miss());
+  for (uint64_t idx = 0; idx < c->capacity(); idx++)
+    put(*c, *f, idx * kPageSize, bytes(kPageSize, 'd'), m.miss());
   REQUIRE(c->stats().dirty_pages == c->capacity());
   REQUIRE(c->stats().pressure_waits == 0);
 
@@ -365,8 +371,7 @@ TEST_CASE("page cache: forget refuses a dirty file; discard drops it with its re
   CHECK(c->stats().cached_pages == 0);
 }
 
-TEST_CASE("page cache: writing a page cached clean asks for a block reservation",
-          "[mm][cache]") {
+TEST_CASE("page cache: writing a page cached clean asks for a block reservation", "[mm][cache]") {
   // A page read from a hole is cached without a block; once dirty, writeback needs one.
   auto c = make_cache();
   Media m;
