@@ -8,6 +8,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <cmath>
 #include <cstdio>
 #include <string>
 #include <vector>
@@ -121,7 +122,8 @@ int run(int argc, char** argv) {
   mo.acl = o.acl;
   mo.atime = o.atime;
   mo.cache_pages = cache_pages(o);
-  mo.flush_interval_ms = uint64_t(o.flush_interval * 1000);
+  mo.flush_interval_ms = uint64_t(std::llround(o.flush_interval * 1000));
+  mo.kernel_times = o.writeback_cache;
   auto fs = fs::Filesystem::mount(std::move(*region), mo);
   if (!fs) return fail(fs.error().msg);
   if ((*fs)->info().replayed) spdlog::info("{}: replayed {} journal transactions", o.device, (*fs)->info().replayed);

@@ -268,18 +268,15 @@ void op_write(fuse_req_t req, fuse_ino_t ino, const char* buf, size_t size, off_
   r.write(*n);
 }
 
-void op_flush(fuse_req_t req, fuse_ino_t, fuse_file_info*) {
+void op_flush(fuse_req_t req, fuse_ino_t ino, fuse_file_info*) {
   Reply r(req);
+  // FLUSH comes with every close(2), which waits for it; RELEASE comes after it returned.
+  if (ctx(req).opts->flush_on_close) return reply_status(r, fsys(req).fsync(ino, false));
   r.err(0);
 }
 
 void op_release(fuse_req_t req, fuse_ino_t ino, fuse_file_info*) {
   Reply r(req);
-  if (ctx(req).opts->flush_on_close) {
-    // close(2) has already returned; a failure can only be logged.
-    if (Status s = fsys(req).fsync(ino, false); !s)
-      spdlog::error("inode {}: write-back at close failed: {}", ino, s.error().msg);
-  }
   fsys(req).release(ino);
   r.err(0);
 }

@@ -93,10 +93,12 @@ const std::vector<Spec>& specs() {
       {"flush_interval", "SECONDS", "5", "how long written data may stay only in DRAM before it is written back; 0: until fsync, memory pressure or unmount",
        [](Options& o, const std::string& v) -> Status {
          PF_TRY(d, parse_seconds("flush_interval", v));
+         if (d != 0 && (d < 0.001 || d > 31536000))
+           return make_error(Errc::kInvalid, "bad value '" + v + "' for flush_interval (0, or 0.001 to 31536000 seconds)");
          o.flush_interval = d;
          return {};
        }},
-      {"flush_on_close", nullptr, "off", "write a file's cached data back when its last descriptor closes",
+      {"flush_on_close", nullptr, "off", "write a file's cached data back at every close(2), which returns its errors",
        [](Options& o, const std::string&) { o.flush_on_close = true; return Status{}; }},
       {"writeback_cache", nullptr, "off", "let the kernel cache writes too (fewer, larger requests; mtime kept by the kernel)",
        [](Options& o, const std::string&) { o.writeback_cache = true; return Status{}; }},

@@ -61,7 +61,7 @@ Status Filesystem::read_cached(Inode& i, mm::CachedFile& f, uint64_t off, uint64
 Result<uint64_t> Filesystem::write_cached(Inode& i, mm::CachedFile& f, uint64_t off,
                                           const void* data, uint64_t size) {
   auto miss = [&](uint64_t index, uint8_t* buf) { return fill_page(i, index, buf, true); };
-  return cache_->write(f, off, static_cast<const uint8_t*>(data), size, now(), miss);
+  return cache_->write(f, off, static_cast<const uint8_t*>(data), size, now(), !opts_.kernel_times, miss);
 }
 
 Status Filesystem::flush_file(mm::CachedFile& f) {
@@ -101,8 +101,7 @@ Status Filesystem::write_back(Inode& i, const mm::FlushBatch& b) {
     };
     if (hi > lo) {
       std::unique_lock lk(i.mu);
-      // The cached write's time, unless a truncate or fallocate since set a later one.
-      int64_t mtime = std::max(b.mtime_ns, i.d.mtime_ns);
+      int64_t mtime = b.mtime_ns ? b.mtime_ns : i.d.mtime_ns;  // none: the kernel keeps it
       PF_TRY(n, write_locked(i, lo, hi - lo, copy, mtime, true));
       if (n < hi - lo)
         return make_error(Errc::kNoSpace, "inode " + std::to_string(i.ino) + ": writeback ran out of space");

@@ -112,7 +112,7 @@ Result<uint64_t> Filesystem::write(uint64_t ino, uint64_t off, const void* data,
   if (!S_ISREG(i->d.mode)) return make_error(Errc::kInvalid, "write to a non-regular file");
   auto src = static_cast<const uint8_t*>(data);
   auto copy = [&](uint64_t dev, uint64_t at, uint64_t n) { region_.write(dev, src + (at - off), n); };
-  return write_locked(*i, off, size, copy, now(), false);
+  return write_locked(*i, off, size, copy, opts_.kernel_times ? i->d.mtime_ns : now(), false);
 }
 
 // Writes in transactions of bounded size; a later one failing gives a short write.
@@ -350,6 +350,7 @@ Status Filesystem::fallocate(uint64_t ino, uint32_t mode, uint64_t off, uint64_t
     i->d.size = size;
   }
   i->d.mtime_ns = i->d.ctime_ns = now();  // every mode, as ext4
+  if (f) cache_->set_mtime_locked(*f, i->d.mtime_ns);
   Tx tx(region_);
   write_inode(tx, *i);
   return commit(tx);

@@ -221,8 +221,10 @@ Attr Filesystem::attr_of(const Inode& i) const {
   if (auto f = cache_ && S_ISREG(d.mode) ? cache_->find(i.ino) : nullptr) {
     a.size = f->size();
     a.blocks += f->reserved_pages();
-    a.mtime_ns = std::max(a.mtime_ns, f->mtime_ns());
-    a.ctime_ns = std::max(a.ctime_ns, f->mtime_ns());
+    if (int64_t m = f->mtime_ns()) {
+      a.mtime_ns = m;
+      a.ctime_ns = std::max(a.ctime_ns, m);
+    }
   }
   return a;
 }
@@ -423,9 +425,11 @@ Result<Attr> Filesystem::setattr(uint64_t ino, const SetAttr& s) {
   if (s.mtime == SetAttr::Time::kSet) i->d.mtime_ns = s.mtime_ns;
   i->d.ctime_ns = t;
   Status st;
+  bool resized = s.size && *s.size != (f ? f->size() : i->d.size);
   if (s.size && *s.size != i->d.size) {
     st = truncate_locked(*i, *s.size, t);
   } else {
+    if (resized) i->d.mtime_ns = t;  // a size only the cache had
     Tx tx(region_);
     if (s.mode && opts_.acl) st = chmod_acl_locked(tx, *i);
     if (st) {
@@ -438,9 +442,10 @@ Result<Attr> Filesystem::setattr(uint64_t ino, const SetAttr& s) {
     PF_CHECK(rollback_locked(*i, saved));
     return std::move(st.error());
   }
-  if (f && s.size && *s.size != f->size()) {
+  if (f && resized) {
     space_->unreserve(cache_->zero_locked(*f, *s.size, UINT64_MAX));
     cache_->set_size_locked(*f, *s.size);
+    cache_->set_mtime_locked(*f, i->d.mtime_ns);
   }
   return attr_of(*i);
 }
@@ -557,7 +562,8 @@ Status Filesystem::removexattr(uint64_t ino, std::string_view name) {
 Result<StatFs> Filesystem::statfs() {
   StatFs s;
   s.blocks = sb_.block_count;
-  s.bfree = space_->available();
+  // With a cache, what buffered writes can still get (the slack is for their metadata).
+  s.bfree = cache_ ? space_->reservable() : space_->available();
   uint64_t used = itable_->used();
   // The table grows by whole contiguous chunks: count only those free space can hold.
   uint64_t growable = std::min<uint64_t>(kMaxChunks - itable_->nchunks(), space_->count_fits(kChunkBlocks, 1));

@@ -104,6 +104,9 @@ struct MountOptions {
   // Dirty pages older than this are written back; 0: only on fsync, sync, memory
   // pressure and unmount.
   uint64_t flush_interval_ms = 5000;
+  // The kernel keeps mtime and sends it with setattr (its writeback cache): writes leave
+  // mtime alone.
+  bool kernel_times = false;
 };
 
 struct FsInfo {

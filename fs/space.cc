@@ -27,6 +27,11 @@ bool Space::reserve(uint64_t n) {
 
 void Space::unreserve(uint64_t n) { reserved_ -= n; }
 
+uint64_t Space::reservable() const {
+  uint64_t a = available();
+  return a > slack_ ? a - slack_ : 0;
+}
+
 uint64_t Space::available() const {
   uint64_t free = alloc_.free_blocks(), r = reserved_.load();
   return free > r ? free - r : 0;

@@ -30,8 +30,10 @@ class Space {
   // unreservable for the metadata writeback needs.
   bool reserve(uint64_t n);
   void unreserve(uint64_t n);
-  // Free blocks not reserved: what statfs reports and other allocations may take.
+  // Free blocks not reserved: what other allocations may take.
   uint64_t available() const;
+  // What buffered writes may still reserve (available less the slack): statfs's free.
+  uint64_t reservable() const;
   uint64_t count_fits(uint64_t n, uint64_t align) const { return alloc_.count_fits(n, align); }
   uint64_t total_blocks() const { return block_count_; }
   // Reads bit b of the on-media bitmap (fsck).

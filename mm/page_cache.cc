@@ -86,14 +86,14 @@ uint64_t PageCache::wait_and_discard(const CachedFileRef& f) {
 }
 
 Result<uint64_t> PageCache::write(CachedFile& f, uint64_t off, const uint8_t* src, uint64_t len,
-                                  int64_t now_ns, const MissFn& miss) {
+                                  int64_t now_ns, bool touch_mtime, const MissFn& miss) {
   uint64_t done = 0;
   bool waited = false;
   while (done < len) {
     uint64_t first = (off + done) / kPageSize, last = (off + len - 1) / kPageSize;
     auto spare = acquire(std::min(last - first + 1, kChunk), false);
     uint64_t before = done;
-    Status st = write_some(f, off, src, len, now_ns, miss, spare, &done);
+    Status st = write_some(f, off, src, len, now_ns, touch_mtime, miss, spare, &done);
     release(spare);
     if (!st) {
       if (done > 0) break;
@@ -118,8 +118,8 @@ Result<uint64_t> PageCache::write(CachedFile& f, uint64_t off, const uint8_t* sr
 // Copies pages of [off + *done, off + len) under the file's lock, at most kChunk, until a
 // page needs a buffer (new, or being flushed) and spare has none.
 Status PageCache::write_some(CachedFile& f, uint64_t off, const uint8_t* src, uint64_t len,
-                             int64_t now_ns, const MissFn& miss, std::vector<uint8_t*>& spare,
-                             uint64_t* done) {
+                             int64_t now_ns, bool touch_mtime, const MissFn& miss,
+                             std::vector<uint8_t*>& spare, uint64_t* done) {
   std::lock_guard lk(f.mu_);
   if (f.dead_) return make_error(Errc::kIo, "page cache: write to a dropped file");
   uint64_t start = *done;
@@ -157,7 +157,7 @@ Status PageCache::write_some(CachedFile& f, uint64_t off, const uint8_t* src, ui
   }
   if (*done > start) {
     if (off + *done > f.size_) f.size_.store(off + *done, std::memory_order_release);
-    f.mtime_ns_.store(now_ns, std::memory_order_release);
+    if (touch_mtime) f.mtime_ns_.store(now_ns, std::memory_order_release);
   }
   return st;
 }
@@ -267,7 +267,8 @@ uint64_t PageCache::finish_flush(CachedFile& f, const FlushBatch& b, bool ok, ui
         released++;
       }
     }
-    if (ok && f.mtime_ns_ == b.mtime_ns) f.mtime_ns_ = 0;  // the flush stored it on media
+    // The flush stored the time on media.
+    if (ok && !b.pages.empty() && f.mtime_ns_ == b.mtime_ns) f.mtime_ns_ = 0;
     f.flush_active_ = false;
   }
   f.idle_.notify_all();
@@ -307,16 +308,22 @@ void PageCache::set_size_locked(CachedFile& f, uint64_t size) {
   f.size_.store(size, std::memory_order_release);
 }
 
+void PageCache::set_mtime_locked(CachedFile& f, int64_t t) {
+  f.mtime_ns_.store(f.dirty_ ? t : 0, std::memory_order_release);
+}
+
 std::vector<CachedFileRef> PageCache::dirty_files() {
-  std::vector<CachedFileRef> out;
+  // Sorted on a snapshot of the ages: they change under writers, and std::sort needs a
+  // consistent order.
+  std::vector<std::pair<int64_t, CachedFileRef>> aged;
   {
     std::lock_guard lk(files_mu_);
     for (auto& [owner, f] : files_)
-      if (f->has_dirty()) out.push_back(f);
+      if (f->has_dirty()) aged.emplace_back(f->first_dirty_ns(), f);
   }
-  std::sort(out.begin(), out.end(), [](const CachedFileRef& a, const CachedFileRef& b) {
-    return a->first_dirty_ns() < b->first_dirty_ns();
-  });
+  std::sort(aged.begin(), aged.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
+  std::vector<CachedFileRef> out;
+  for (auto& [age, f] : aged) out.push_back(std::move(f));
   return out;
 }
 

@@ -108,7 +108,7 @@ struct FlushPage {
 struct FlushBatch {
   std::vector<FlushPage> pages;  // in index order
   uint64_t size = 0;             // the file's logical size when taken
-  int64_t mtime_ns = 0;          // its last write time when taken
+  int64_t mtime_ns = 0;          // its last write time when taken; 0: none
 };
 
 class PageCache {
@@ -131,9 +131,10 @@ class PageCache {
   uint64_t discard(uint64_t owner);
 
   // Copies src into [off, off + len), waiting for free pages when every page is dirty.
+  // now_ns ages the dirty pages; with touch_mtime it is also the file's new mtime.
   // Returns the bytes copied: short when miss fails after the first page.
   Result<uint64_t> write(CachedFile& f, uint64_t off, const uint8_t* src, uint64_t len,
-                         int64_t now_ns, const MissFn& miss);
+                         int64_t now_ns, bool touch_mtime, const MissFn& miss);
   // Hands [off, off + len), clipped at the logical size, to sink (under the file's lock).
   // Pages not cached come through miss and are kept when a page is free without waiting.
   Status read(CachedFile& f, uint64_t off, uint64_t len, const MissFn& miss, const SinkFn& sink);
@@ -152,6 +153,9 @@ class PageCache {
   // logical size. Returns the reservations released.
   uint64_t zero_locked(CachedFile& f, uint64_t lo, uint64_t hi);
   void set_size_locked(CachedFile& f, uint64_t size);
+  // Under quiesce: the filesystem stored mtime t on media. Cached writes still to come
+  // carry it; with none left, the cache has no time of its own any more.
+  void set_mtime_locked(CachedFile& f, int64_t t);
 
   // Owners with dirty pages, oldest first dirtied first.
   std::vector<CachedFileRef> dirty_files();
@@ -179,7 +183,8 @@ class PageCache {
   uint64_t drop_page(CachedFile& f, std::map<uint64_t, Page>::iterator it);
   uint64_t drop_range_locked(CachedFile& f, uint64_t first, uint64_t last);
   Status write_some(CachedFile& f, uint64_t off, const uint8_t* src, uint64_t len, int64_t now_ns,
-                    const MissFn& miss, std::vector<uint8_t*>& spare, uint64_t* done);
+                    bool touch_mtime, const MissFn& miss, std::vector<uint8_t*>& spare,
+                    uint64_t* done);
   void write_page(CachedFile& f, Page& p, uint64_t at, const uint8_t* src, uint64_t n,
                   int64_t now_ns, std::vector<uint8_t*>& spare);
   uint64_t wait_and_discard(const CachedFileRef& f);

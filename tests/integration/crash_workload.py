@@ -27,8 +27,8 @@ Two modes:
     and its names in grow) at the same time, so the kill also lands on big frees.
 
 What a completed operation promises (docs/architecture.md): namespace changes, xattrs,
-chmod, utime and truncate are journaled and durable when they return; file data is checked
-exactly only once fsync/fdatasync returned (or, while WRITE_IS_DURABLE, once write returned),
+chmod, utime and truncate are journaled and durable when they return; file data (it goes
+through the DRAM write-back cache) is checked exactly only once fsync/fdatasync returned,
 and mtime only after fsync. Model.expect() turns a manifest into the states the recovered
 namespace may be in; diff() compares a scan() of the mount against one of them.
 """
@@ -141,11 +141,11 @@ def random_main(root, seed, max_s):
 # The kill-round workload: model
 # ======================================================================================
 
-# docs/architecture.md §8: on the current (unbuffered) path file data is durable when
-# write() returns. While that holds, data written without fsync is checked exactly too;
-# set to False when the buffered path lands (then only fsync'd data is exact, and data
-# never fsync'd must read as a prefix of what was written, or zeros, never garbage).
-WRITE_IS_DURABLE = True
+# File data goes through the DRAM write-back cache (fs/buffered.cc, on by default), so it
+# is durable only once fsync/fdatasync returned: only fsync'd data is checked exactly, and
+# data never fsync'd must read as a prefix of what was written, or zeros, never garbage.
+# True would check unsynced data exactly too (right only with cache_size=0).
+WRITE_IS_DURABLE = False
 
 GROW = "grow"  # the shared directory every worker adds names to
 FALLOC_MODES = {"alloc": 0, "keep": 1, "punch": 1 | 2, "zero": 16, "zero_keep": 16 | 1}

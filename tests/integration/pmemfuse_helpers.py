@@ -412,13 +412,18 @@ def wait_free_blocks(path, target, tolerance=8, timeout=10.0) -> int:
         time.sleep(0.05)
 
 
-def write_file(path, data: bytes, mode: int = 0o644) -> None:
+def write_file(path, data: bytes, mode: int = 0o644, *, fsync: bool = False) -> None:
+    """Create or truncate PATH and write DATA. File data goes through the daemon's DRAM
+    write-back cache: it survives a daemon crash only with fsync=True (or after any other
+    writeback: unmount, user.pmemfuse.sync, the flush timer)."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
     try:
         view = memoryview(data)
         while view:
             n = os.write(fd, view)
             view = view[n:]
+        if fsync:
+            os.fsync(fd)
     finally:
         os.close(fd)
 

@@ -22,9 +22,10 @@ import time
 
 import pytest
 
-from pmemfuse_helpers import (DAEMON, MiB, Mount, expect_errno, fsck, fsck_check,
-                              is_fuse_mounted, make_mountpoint, read_file, require, run,
-                              write_file)
+from pmemfuse_helpers import (DAEMON, FUSERMOUNT, MiB, Mount, expect_errno, find_daemon_pids,
+                              free_blocks, fsck_check, is_fuse_mounted,
+                              kill_image_daemons_and_unmount, make_mountpoint, read_file,
+                              require, run, wait_free_blocks, write_file)
 
 STATS = "user.pmemfuse.stats"
 SYNC = "user.pmemfuse.sync"
@@ -225,15 +226,41 @@ def test_flush_timer_writes_back_within_the_interval(image, mount_factory):
     assert read_file(m / "f") == data, "data written back by the timer lost at SIGKILL"
 
 
-def test_huge_flush_interval_keeps_data_cached(image, mount_factory):
-    # flush_interval is seconds of DRAM-only life; a large value must mean "rarely", not
-    # overflow into "immediately" (the value is turned into ms and then ns internally).
-    m = mount_factory(image, ["-o", "flush_interval=10000000000"])
+def _start_or_refused(image, mount_factory, opts):
+    """A Mount with OPTS, or None if the daemon refused them (exit 2, one line)."""
+    m = mount_factory(image, opts, start=False)
+    try:
+        m.start()
+    except AssertionError:
+        lines = [ln for ln in m.logs[-1].splitlines() if ln.strip()]
+        assert m.last_returncode == 2 and len(lines) == 1, (
+            f"{opts}: daemon exited {m.last_returncode} before mounting:\n{m.logs[-1]}")
+        return None
+    return m
+
+
+@pytest.mark.parametrize("value", ["1e10", "18446744074", "1e300", "inf"])
+def test_huge_flush_interval_is_refused_or_keeps_data_cached(image, mount_factory, value):
+    # flush_interval is seconds of DRAM-only life; a large value means "rarely". It must
+    # not overflow (into ms, then ns) into "immediately", nor into "never" by accident.
+    m = _start_or_refused(image, mount_factory, ["-o", f"flush_interval={value}"])
+    if m is None:
+        return
     write_unsynced(m / "f", pattern(31, 64 * 1024))
-    time.sleep(1.5)  # several flusher ticks (at most 1 s apart)
+    time.sleep(1.3)  # past the first flusher tick (ticks are at most 1 s apart)
     c = cache(m)
     assert c["dirty_bytes"] == 64 * 1024 and c["flush_batches"] == 0, (
-        f"flush_interval=1e10 s wrote back within 1.5 s: {c}")
+        f"flush_interval={value} s wrote back within 1.3 s: {c}")
+
+
+def test_sub_millisecond_flush_interval_is_refused_or_flushes_soon(image, mount_factory):
+    # 0 means "no timer"; 0.0001 asks for the opposite and must not silently become 0.
+    m = _start_or_refused(image, mount_factory, ["-o", "flush_interval=0.0001"])
+    if m is None:
+        return
+    write_unsynced(m / "f", pattern(32, 64 * 1024))
+    assert poll(lambda: cache(m)["dirty_bytes"] == 0, timeout=3), (
+        f"flush_interval=0.0001: still dirty after 3 s (taken as 0, no timer?): {cache(m)}")
 
 
 def test_control_sync_xattr_makes_everything_durable(image, mount_factory, image_factory):
@@ -272,6 +299,24 @@ def test_flush_on_close_writes_back_at_close(image, mount_factory):
     assert read_file(m / "f") == data, "closed file's data lost at SIGKILL with flush_on_close"
 
 
+def test_flush_on_close_data_is_durable_when_close_returns(image, mount_factory):
+    # What the option is for: once close(2) has returned, the data is on pmem. Ten rounds
+    # of write, close, SIGKILL right away.
+    m = mount_factory(image, ["-o", "flush_interval=0,flush_on_close"])
+    lost = []
+    for k in range(10):
+        data = pattern(52 + k, 300_000)
+        write_unsynced(m / f"f{k}", data)
+        m.kill9()
+        m.start()
+        got = read_file(m / f"f{k}")
+        if got != data:
+            lost.append(f"f{k}: {len(got)} of {len(data)} bytes, "
+                        f"{'a prefix' if data.startswith(got) else 'other content'}")
+    assert not lost, (f"{len(lost)} of 10 files closed with flush_on_close, then SIGKILL: "
+                      f"data lost:\n" + "\n".join(lost))
+
+
 def test_without_flush_on_close_close_does_not_write_back(image, mount_factory):
     # the counterpart: with flush_interval=0 and no flush_on_close, close leaves the pages
     # dirty (so the test above measures the option, not something else)
@@ -308,6 +353,49 @@ def test_buffered_truncate_and_utime_then_fsync_survive_sigkill(image, mount_fac
     for name, data in expect.items():
         assert read_file(m / name) == data, f"{name}: wrong content after SIGKILL + remount"
     assert os.stat(m / "timed").st_mtime_ns == 2_000_000_123, "utime's mtime lost"
+
+
+def test_truncate_of_cached_data_updates_mtime_and_the_mtime_persists(image, mount_factory):
+    # The size changes 5000 -> 0 (only the cache had the 5000: the media size is still 0),
+    # so truncate must set mtime to now (POSIX), and what stat shows must be what a clean
+    # unmount stores.
+    m = mount_factory(image, NO_TIMER)
+    p = m / "f"
+    write_unsynced(p, pattern(61, 5000))
+    time.sleep(0.02)
+    t0 = time.time_ns()
+    os.truncate(p, 0)
+    seen = os.stat(p).st_mtime_ns
+    assert seen >= t0 - 1_000_000, (f"truncate 5000 -> 0 left mtime {t0 - seen} ns before the "
+                                    f"truncate (the write's time, not the truncate's)")
+    m.remount(NO_TIMER)
+    stored = os.stat(p).st_mtime_ns
+    assert stored == seen, f"mtime {seen} before a clean unmount, {stored} after remount"
+
+
+def test_write_after_a_future_utime_sets_mtime_to_now(image, mount_factory):
+    # utime to 2100, then write: the write's time (now) replaces it, in stat and on pmem
+    m = mount_factory(image, NO_TIMER)
+    p = m / "f"
+    write_synced(p, pattern(62, 5000))
+    future = 4_102_444_800 * 10**9  # 2100-01-01
+    os.utime(p, ns=(future, future))
+    t0 = time.time_ns()
+    write_unsynced(p, b"new", 100)
+    t1 = time.time_ns()
+    seen = os.stat(p).st_mtime_ns
+    assert t0 - 1_000_000 <= seen <= t1 + 1_000_000, (
+        f"mtime after a write is {seen}, not the write's time (in [{t0}, {t1}]); the utime "
+        f"set {future}")
+    fd = os.open(p, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    m.kill9()
+    m.start()
+    stored = os.stat(p).st_mtime_ns
+    assert stored == seen, f"mtime {seen} after write + fsync, {stored} after SIGKILL + remount"
 
 
 def test_writes_racing_writeback_keep_the_last_data(image, mount_factory):
@@ -360,6 +448,180 @@ def test_writes_racing_writeback_keep_the_last_data(image, mount_factory):
     assert got == bytes(model), (f"after fsync + SIGKILL, {len(bad)} pages differ from the "
                                  f"last writes (first: {bad[:8]}); second_buffers "
                                  f"{c['second_buffers']}, {gen} writes")
+
+
+@pytest.mark.image_size("32M")
+def test_writes_accepted_near_a_full_device_all_reach_pmem(image, mount_factory):
+    # Cached writes reserve their blocks: a write that returned must be writable back.
+    # Fill a small device without fsync until ENOSPC, then fsync: no error, nothing lost.
+    m = mount_factory(image, NO_TIMER)
+    files, k, err = {}, 0, None
+    while err is None and k < 100:
+        data = pattern(130 + k, 1 * MiB + 1000 * k)
+        fd = os.open(m / f"f{k}", os.O_WRONLY | os.O_CREAT, 0o644)
+        try:
+            view, done = memoryview(data), 0
+            while view:
+                n = os.write(fd, view)
+                view, done = view[n:], done + n
+        except OSError as e:
+            err = e
+        finally:
+            os.close(fd)
+        files[f"f{k}"] = data[:done]
+        k += 1
+    assert err is not None and err.errno == errno.ENOSPC, f"no ENOSPC after {k} MiB: {err!r}"
+    assert free_blocks(m.mnt) < 300, f"ENOSPC with {free_blocks(m.mnt)} blocks free"
+    for name in files:  # every accepted byte must be writable back
+        fd = os.open(m / name, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    s = stats(m)
+    assert s["cache"]["dirty_bytes"] == 0 and s["writeback"]["errors"] == 0, s
+    m.kill9()
+    m.start(NO_TIMER)
+    bad = [n for n, d in files.items() if read_file(m / n) != d]
+    assert not bad, f"fsync'd files differ after SIGKILL near a full device: {bad}"
+
+
+@pytest.mark.parametrize("how", ["unlinked", "unlinked-while-open", "truncated"])
+def test_space_held_by_dirty_pages_comes_back(image, mount_factory, how):
+    # Dirty pages hold block reservations (statfs counts them as used); dropping the data
+    # without writing it back must return them, and nothing may leak across a remount.
+    m = mount_factory(image, NO_TIMER)
+    base = free_blocks(m.mnt)
+    p = m / "f"
+    fd = os.open(p, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, pattern(140, 8 * MiB))
+        held = base - free_blocks(m.mnt)
+        assert held >= 8 * MiB // PAGE, f"8 MiB of dirty pages hold only {held} blocks"
+        if how == "unlinked-while-open":
+            os.unlink(p)
+            os.write(fd, pattern(141, MiB))  # more dirty pages of an orphan
+        elif how == "truncated":
+            os.ftruncate(fd, 0)
+    finally:
+        os.close(fd)
+    if how == "unlinked":
+        os.unlink(p)
+    after = wait_free_blocks(m.mnt, base)
+    assert abs(after - base) <= 8, f"free blocks {base} -> {after} ({how})"
+    assert cache(m)["dirty_bytes"] == 0, cache(m)
+    m.remount(NO_TIMER)
+    assert abs(free_blocks(m.mnt) - base) <= 8, f"free {base} -> {free_blocks(m.mnt)} after remount"
+
+
+@pytest.mark.timeout_s(90)
+def test_small_cache_concurrent_writers_readers_and_syncs(image, mount_factory):
+    # 256K of cache (64 pages) shared by 4 writers of 2 MiB files, readers, fsync and
+    # truncate: writers wait for pages, the flusher and fsync compete for the same files.
+    # No hang, no error, and every file ends exactly as its writer left it.
+    m = mount_factory(image, ["-o", "cache_size=256K,flush_interval=0"])
+    size = 2 * MiB
+    models, errors = {}, []
+    stop = threading.Event()
+
+    def writer(w):
+        rng = random.Random(150 + w)
+        p = m / f"w{w}"
+        model = bytearray(size)
+        write_synced(p, bytes(model))
+        fd = os.open(p, os.O_RDWR)
+        try:
+            for k in range(300):
+                off = rng.randrange(size)
+                n = min(rng.choice([100, PAGE, 3 * PAGE + 1, 64 * 1024]), size - off)
+                data = rng.randbytes(n)
+                os.pwrite(fd, data, off)
+                model[off:off + n] = data
+                if k % 50 == 49:
+                    os.fsync(fd)
+                if k == 150:  # shrink and regrow: the tail reads as zeros
+                    cut = rng.randrange(size)
+                    os.ftruncate(fd, cut)
+                    os.ftruncate(fd, size)
+                    model[cut:] = bytes(size - cut)
+                if k % 60 == 0:
+                    got = os.pread(fd, size, 0)
+                    if got != model:
+                        i = next(i for i in range(size) if got[i] != model[i])
+                        errors.append(f"w{w} step {k}: byte {i} reads {got[i]}, wrote {model[i]}")
+                        return
+            os.fsync(fd)
+        except OSError as e:
+            errors.append(f"w{w}: {e!r}")
+        finally:
+            os.close(fd)
+            models[p] = bytes(model)
+
+    def reader():
+        rng = random.Random(160)
+        while not stop.is_set():
+            try:
+                with open(m / f"w{rng.randrange(4)}", "rb") as f:
+                    f.seek(rng.randrange(size))
+                    f.read(rng.choice([PAGE, 256 * 1024]))
+            except FileNotFoundError:
+                pass
+            except OSError as e:
+                errors.append(f"reader: {e!r}")
+                return
+
+    def syncer():
+        while not stop.is_set():
+            try:
+                sync_all(m)
+            except OSError as e:
+                errors.append(f"sync: {e!r}")
+                return
+            time.sleep(0.01)
+
+    helpers = [threading.Thread(target=reader), threading.Thread(target=syncer)]
+    writers = [threading.Thread(target=writer, args=(w,)) for w in range(4)]
+    for t in helpers + writers:
+        t.start()
+    for t in writers:
+        t.join(timeout=60)
+    stop.set()
+    for t in helpers:
+        t.join(timeout=30)
+    assert not any(t.is_alive() for t in writers + helpers), (
+        f"threads still running after 60 s (hang?); cache {cache(m)}")
+    assert not errors, "\n".join(errors[:10])
+    c = cache(m)
+    assert c["cached_bytes"] <= c["capacity_bytes"], c
+    assert c["pressure_waits"] > 0 and c["evictions"] > 0, f"the cache was never full: {c}"
+    m.kill9()
+    m.start(["-o", "cache_size=256K"])
+    bad = [os.path.basename(p) for p, d in models.items() if read_file(p) != d]
+    assert not bad, f"files differ from their last fsync'd state after SIGKILL: {bad}; {c}"
+
+
+def test_daemonized_mount_runs_the_flush_timer(image):
+    # The flusher thread is started after fuse_daemonize's fork (threads do not survive it)
+    mnt = make_mountpoint()
+    try:
+        cp = run([require(DAEMON), "-o", "flush_interval=0.5", image, mnt], timeout=30)
+        assert cp.returncode == 0, cp.stderr
+        data = pattern(170, 256 * 1024)
+        write_unsynced(os.path.join(mnt, "f"), data)
+        c = json.loads(os.getxattr(mnt, STATS))["cache"]
+        assert c["dirty_bytes"] > 0, c
+        ok = poll(lambda: json.loads(os.getxattr(mnt, STATS))["cache"]["dirty_bytes"] == 0, 5)
+        assert ok, f"daemonized: still dirty 5 s after the write with flush_interval=0.5"
+        for pid in find_daemon_pids(image):
+            os.kill(pid, signal.SIGKILL)
+        run([FUSERMOUNT, "-uz", mnt], timeout=20)
+        deadline = time.monotonic() + 10
+        while find_daemon_pids(image) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        with Mount(image) as m:
+            assert read_file(m / "f") == data, "timer-written data lost at SIGKILL (daemonized)"
+    finally:
+        kill_image_daemons_and_unmount(image, mnt)
 
 
 # --------------------------------------------------------------------------------------
@@ -495,7 +757,6 @@ def test_writeback_cache_mixed_workload_and_remount(image, mount_factory):
         os.close(fd)
     assert read_file(p) == bytes(model), "content differs before remount"
     assert os.stat(p).st_size == len(model)
-    mtime = os.stat(p).st_mtime_ns
     # a second file never fsync'd, many small appends (the kernel merges them)
     q = m / "appends"
     small = b"".join(pattern(104 + i, 1 + i % 700) for i in range(300))
@@ -515,10 +776,31 @@ def test_writeback_cache_mixed_workload_and_remount(image, mount_factory):
         m.start(again)
         assert read_file(p) == bytes(model), f"content differs after remount with {again}"
         assert read_file(q) == small, f"appends differ after remount with {again}"
-        st = os.stat(p)
-        assert st.st_size == len(model)
-        assert st.st_mtime_ns == mtime, f"mtime {st.st_mtime_ns} != {mtime} before unmount"
+        assert os.stat(p).st_size == len(model)
         m.unmount()
+
+
+def test_writeback_cache_mtime_seen_before_unmount_is_the_one_stored(image, mount_factory):
+    # With writeback_cache the kernel keeps mtime (coarse clock) and sends it in SETATTR
+    # only when its value changed; a WRITE that reaches the daemon in the same tick must
+    # not leave a different (later, daemon-clock) mtime on pmem. Ten files, each written
+    # twice in quick succession, so some second write lands in the first one's tick.
+    m = mount_factory(image, ["-o", "writeback_cache"])
+    seen = {}
+    for k in range(10):
+        p = m / f"f{k}"
+        write_file(p, pattern(120 + k, 5000))
+        fd = os.open(p, os.O_WRONLY)
+        try:
+            os.pwrite(fd, b"again", 100)
+        finally:
+            os.close(fd)
+        seen[p] = os.stat(p).st_mtime_ns
+    m.remount(["-o", "writeback_cache"])
+    changed = {os.path.basename(p): (t, os.stat(p).st_mtime_ns) for p, t in seen.items()
+               if os.stat(p).st_mtime_ns != t}
+    assert not changed, (f"{len(changed)} of 10 files have another mtime after a clean "
+                         f"remount (seen before -> stored): {changed}")
 
 
 # --------------------------------------------------------------------------------------
@@ -565,7 +847,7 @@ def test_bad_cache_option_exits_2_with_one_line(image, opt):
         mounted = is_fuse_mounted(mnt)
     finally:
         if is_fuse_mounted(mnt):
-            subprocess.run(["fusermount3", "-uz", mnt], timeout=20)
+            subprocess.run([FUSERMOUNT, "-uz", mnt], timeout=20)
         os.rmdir(mnt)
     assert not mounted, f"-o {opt} mounted"
     assert cp.returncode == 2, f"-o {opt}: exit {cp.returncode}, stderr {cp.stderr!r}"

@@ -80,16 +80,18 @@ def crashed():
     path = new_image_path()
     mkfs(path, IMAGE_SIZE)
     with Mount(path) as m:
-        write_file(m / "kept", b"kept across the crash")
+        # File data is fsync'd: only then is it on media (and in the log) before the kill.
+        write_file(m / "kept", b"kept across the crash", fsync=True)
         fd = os.open(m / "orphan", os.O_CREAT | os.O_RDWR, 0o644)
         os.write(fd, b"o" * 3 * BLOCK)
+        os.fsync(fd)
         os.unlink(m / "orphan")
         # A freeing transaction moves the log head past everything before it (§12.5),
         # so replay does not rewrite the orphan slot; the files after it stay in the log.
-        write_file(m / "freed", b"f" * BLOCK)
+        write_file(m / "freed", b"f" * BLOCK, fsync=True)
         os.truncate(m / "freed", 0)
         for k in range(3):
-            write_file(m / f"late{k}", b"late")
+            write_file(m / f"late{k}", b"late", fsync=True)
         inos = {"kept": os.stat(m / "kept").st_ino, "orphan": os.fstat(fd).st_ino}
         m.kill9()
         try:

@@ -1,6 +1,7 @@
 """Crash recovery: SIGKILL the daemon at random moments of a concurrent workload, then
 check what recovery promises (docs/architecture.md §3: metadata changes are journaled and
-durable when they return; file data once fsync'd, today already once write returns).
+durable when they return; file data once fsync'd: writes without fsync may sit in the
+DRAM write-back cache and be lost, but never read back as garbage).
 
 test_kill9_rounds_*: round after round on one image, so damage would accumulate. 4 worker
 processes run a mixed workload (crash_workload.py --manifest: creates, appends,

@@ -63,7 +63,7 @@ std::string bytes(uint64_t n, char seed) {
 
 void put(PageCache& c, CachedFile& f, uint64_t off, const std::string& s, const MissFn& miss,
          int64_t now_ns = 1) {
-  auto r = c.write(f, off, reinterpret_cast<const uint8_t*>(s.data()), s.size(), now_ns, miss);
+  auto r = c.write(f, off, reinterpret_cast<const uint8_t*>(s.data()), s.size(), now_ns, true, miss);
   REQUIRE(r.ok());
   REQUIRE(*r == s.size());
 }
@@ -180,7 +180,7 @@ TEST_CASE("page cache: a write to a page being flushed takes a second buffer, no
   FlushBatch b = c->take_dirty(*f);  // the flusher holds the frozen page from here on
   REQUIRE(b.pages.size() == 1);
   auto writer = std::async(std::launch::async, [&] {
-    return c->write(*f, 0, reinterpret_cast<const uint8_t*>(new_data.data()), kPageSize, 2,
+    return c->write(*f, 0, reinterpret_cast<const uint8_t*>(new_data.data()), kPageSize, 2, true,
                     m.miss());
   });
   bool quick = writer.wait_for(1s) == std::future_status::ready;
@@ -248,7 +248,7 @@ TEST_CASE("page cache: with every page dirty a writer waits until a flush frees 
   std::string more = bytes(kPageSize, 'm');
   auto writer = std::async(std::launch::async, [&] {
     return c->write(*f, c->capacity() * kPageSize, reinterpret_cast<const uint8_t*>(more.data()),
-                    kPageSize, 2, m.miss());
+                    kPageSize, 2, true, m.miss());
   });
   // The writer asks for writeback and waits for it: this thread is the flusher.
   CHECK(asked.get_future().wait_for(5s) == std::future_status::ready);
