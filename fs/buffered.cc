@@ -33,34 +33,45 @@ mm::CachedFileRef Filesystem::cache_of(Inode& i) {
   return cache_->open(i.ino, i.d.size);
 }
 
-// A page the cache does not hold, from media: zeros past EOF, in holes and unwritten
-// extents. With reserve, a block is reserved for a page that has none, so writeback
-// cannot fail for lack of space; returns whether it did.
-Result<bool> Filesystem::fill_page(Inode& i, uint64_t index, uint8_t* buf, bool reserve) {
-  std::shared_lock lk(i.mu);
+// Where file block `index` lies on media and how many of its bytes hold data: 0 for a
+// hole, an unwritten extent or a block past EOF. i.mu held.
+uint64_t Filesystem::page_on_media(Inode& i, uint64_t index, const uint8_t** data) {
   const Extent* e = i.map.find(index);
-  bool mapped = e && e->lblk <= index;
   uint64_t pos = index * kBlockSize;
+  if (!e || e->lblk > index || e->unwritten || i.d.size <= pos) return 0;
+  *data = region_.at((e->pblk + index - e->lblk) * kBlockSize);
+  return std::min(i.d.size - pos, kBlockSize);
+}
+
+// A page a write finds uncached: filled from media (when buf is given), and a block
+// reserved if it has none, so writeback cannot fail for lack of space. Returns whether it
+// reserved.
+Result<bool> Filesystem::fill_page(Inode& i, uint64_t index, uint8_t* buf) {
+  std::shared_lock lk(i.mu);
   if (buf) {
-    uint64_t valid = i.d.size > pos ? std::min(i.d.size - pos, kBlockSize) : 0;
-    if (!mapped || e->unwritten) valid = 0;
-    if (valid) std::memcpy(buf, region_.at((e->pblk + index - e->lblk) * kBlockSize), valid);
+    const uint8_t* data = nullptr;
+    uint64_t valid = page_on_media(i, index, &data);
+    if (valid) std::memcpy(buf, data, valid);
     std::memset(buf + valid, 0, kBlockSize - valid);
   }
-  if (!reserve || mapped) return false;
+  const Extent* e = i.map.find(index);
+  if (e && e->lblk <= index) return false;
   if (!space_->reserve(1)) return make_error(Errc::kNoSpace, "no free blocks for buffered data");
   return true;
 }
 
 Status Filesystem::read_cached(Inode& i, mm::CachedFile& f, uint64_t off, uint64_t size,
                                const std::function<void(const struct iovec*, int)>& sink) {
-  auto miss = [&](uint64_t index, uint8_t* buf) { return fill_page(i, index, buf, false); };
-  return cache_->read(f, off, size, miss, sink);
+  auto media = [&](uint64_t index, const uint8_t** data) -> Result<uint64_t> {
+    std::shared_lock lk(i.mu);
+    return page_on_media(i, index, data);
+  };
+  return cache_->read(f, off, size, media, sink);
 }
 
 Result<uint64_t> Filesystem::write_cached(Inode& i, mm::CachedFile& f, uint64_t off,
                                           const void* data, uint64_t size) {
-  auto miss = [&](uint64_t index, uint8_t* buf) { return fill_page(i, index, buf, true); };
+  auto miss = [&](uint64_t index, uint8_t* buf) { return fill_page(i, index, buf); };
   return cache_->write(f, off, static_cast<const uint8_t*>(data), size, now(), !opts_.kernel_times, miss);
 }
 

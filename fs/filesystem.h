@@ -269,7 +269,8 @@ class Filesystem {
 
   // buffered path (buffered.cc)
   mm::CachedFileRef cache_of(Inode& i);  // null for non-regular files or without a cache
-  Result<bool> fill_page(Inode& i, uint64_t index, uint8_t* buf, bool reserve);
+  uint64_t page_on_media(Inode& i, uint64_t index, const uint8_t** data);
+  Result<bool> fill_page(Inode& i, uint64_t index, uint8_t* buf);
   Status read_cached(Inode& i, mm::CachedFile& f, uint64_t off, uint64_t size,
                      const std::function<void(const struct iovec*, int)>& sink);
   Result<uint64_t> write_cached(Inode& i, mm::CachedFile& f, uint64_t off, const void* data,

@@ -40,7 +40,7 @@ struct CacheStats {
   uint64_t cached_pages = 0;
   uint64_t dirty_pages = 0;       // including pages being flushed
   uint64_t hits = 0;              // pages read from DRAM
-  uint64_t misses = 0;            // pages read from pmem
+  uint64_t misses = 0;            // pages read straight from pmem
   uint64_t app_bytes = 0;         // bytes applications wrote into the cache
   uint64_t pmem_bytes = 0;        // bytes written back to pmem
   uint64_t flush_batches = 0;     // take_dirty snapshots written back
@@ -95,10 +95,13 @@ class CachedFile {
 };
 using CachedFileRef = std::shared_ptr<CachedFile>;
 
-// Supplies a page the cache does not hold: fills buf (null when the caller overwrites the
-// whole page) and returns whether it reserved a block for the page. Writes also call it,
+// Supplies a page a write finds uncached: fills buf (null when the write covers the whole
+// page) and returns whether it reserved a block for the page. Writes also call it,
 // with null, for a clean page they dirty (it may have been read from a hole).
 using MissFn = std::function<Result<bool>(uint64_t index, uint8_t* buf)>;
+// Where a page the cache does not hold lies on media, for a read: sets *data and returns
+// how many bytes of it are valid (the rest reads as zeros; 0: all of it).
+using MediaFn = std::function<Result<uint64_t>(uint64_t index, const uint8_t** data)>;
 using SinkFn = std::function<void(const struct iovec*, int)>;
 
 struct FlushPage {
@@ -135,9 +138,11 @@ class PageCache {
   // Returns the bytes copied: short when miss fails after the first page.
   Result<uint64_t> write(CachedFile& f, uint64_t off, const uint8_t* src, uint64_t len,
                          int64_t now_ns, bool touch_mtime, const MissFn& miss);
-  // Hands [off, off + len), clipped at the logical size, to sink (under the file's lock).
-  // Pages not cached come through miss and are kept when a page is free without waiting.
-  Status read(CachedFile& f, uint64_t off, uint64_t len, const MissFn& miss, const SinkFn& sink);
+  // Hands [off, off + len), clipped at the logical size, to sink (under the file's lock,
+  // which keeps truncate and hole punching away from the media it points into). Pages not
+  // cached are read straight from media and not kept: the kernel's page cache keeps read
+  // data already, so only written pages are worth DRAM here.
+  Status read(CachedFile& f, uint64_t off, uint64_t len, const MediaFn& media, const SinkFn& sink);
 
   // Waits for a running flush of f, then freezes its dirty pages. Exactly one
   // finish_flush must follow, also for an empty batch.
