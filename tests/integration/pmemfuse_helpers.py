@@ -52,6 +52,13 @@ _LIVE_LOCK = threading.Lock()
 # Binaries and subprocesses
 # --------------------------------------------------------------------------------------
 
+def _default_signals() -> None:
+    """A runner started in the background (`cmd &` in a script) ignores SIGINT, and the
+    daemon would inherit that: libfuse keeps an ignored signal ignored."""
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, signal.SIG_DFL)
+
+
 def require(binary: Path) -> str:
     """Path of a pmemfuse binary as str; fail the test with a clear message if missing."""
     if not binary.is_file() or not os.access(binary, os.X_OK):
@@ -225,7 +232,7 @@ class Mount:
             self.proc = subprocess.Popen(
                 [daemon, "-f", *self.args, self.image, self.mnt],
                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                start_new_session=True)
+                start_new_session=True, preexec_fn=_default_signals)
         with _LIVE_LOCK:
             _LIVE_MOUNTS.add(self)
         deadline = time.monotonic() + timeout
