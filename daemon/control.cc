@@ -9,6 +9,8 @@ namespace {
 
 constexpr std::string_view kStats = "user.pmemfuse.stats";
 constexpr std::string_view kSync = "user.pmemfuse.sync";
+constexpr std::string_view kDax = "user.pmemfuse.dax";
+constexpr std::string_view kDaxEffective = "user.pmemfuse.dax_effective";
 
 class Json {
  public:
@@ -58,10 +60,23 @@ void cache_json(Json& j, const mm::CacheStats& c) {
   j.close();
 }
 
+void windows_json(Json& j, const mm::WindowStats& w) {
+  j.open("dax_windows");
+  j.num("slots", w.slots);
+  j.num("mapped", w.mapped);
+  j.num("hits", w.hits);
+  j.num("misses", w.misses);
+  j.num("reclaims", w.reclaims);
+  j.num("fallbacks", w.fallbacks);
+  j.num("teardowns", w.teardowns);
+  j.close();
+}
+
 std::string stats_json(fs::Filesystem& fs) {
   Json j;
   j.flag("read_only", fs.info().read_only);
   if (const mm::PageCache* c = fs.cache()) cache_json(j, c->stats());
+  if (const mm::DaxWindows* w = fs.windows()) windows_json(j, w->stats());
   j.open("writeback");
   j.num("errors", fs.info().writeback_errors);
   j.close();
@@ -83,17 +98,29 @@ std::string stats_json(fs::Filesystem& fs) {
 }  // namespace
 
 bool is_control_xattr(fuse_ino_t ino, std::string_view name) {
+  if (name == kDax || name == kDaxEffective) return true;
   return ino == FUSE_ROOT_ID && (name == kStats || name == kSync);
 }
 
-Result<std::string> control_get(fs::Filesystem& fs, std::string_view name) {
+Result<std::string> control_get(fs::Filesystem& fs, fuse_ino_t ino, std::string_view name) {
   if (name == kStats) return stats_json(fs);
-  return make_error(Errc::kNoData, std::string(name) + " can only be set (it triggers writeback)");
+  if (name == kSync) return make_error(Errc::kNoData, std::string(name) + " can only be set (it triggers writeback)");
+  PF_TRY(s, fs.dax_state(ino));
+  return std::string((name == kDax ? s.flag : s.effective) ? "1" : "0");
 }
 
-Status control_set(fs::Filesystem& fs, std::string_view name) {
-  if (name == kSync) return fs.sync();
-  return make_error(Errc::kPerm, std::string(name) + " is read-only");
+Result<bool> control_set(fs::Filesystem& fs, fuse_ino_t ino, std::string_view name,
+                         std::optional<std::string_view> value) {
+  if (name == kSync && value) {
+    PF_CHECK(fs.sync());
+    return false;
+  }
+  if (name != kDax && !value) return make_error(Errc::kNoData, std::string(name) + " is not stored, so cannot be removed");
+  if (name != kDax) return make_error(Errc::kPerm, std::string(name) + " is read-only");
+  if (value && *value != "0" && *value != "1") {
+    return make_error(Errc::kInvalid, std::string(kDax) + " takes 1 (DAX) or 0 (buffered)");
+  }
+  return fs.set_dax(ino, value && *value == "1");
 }
 
 }  // namespace pmemfuse::daemon

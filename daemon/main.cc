@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "daemon/devfuse.h"
 #include "daemon/ops.h"
 #include "daemon/options.h"
 #include "fs/filesystem.h"
@@ -60,7 +61,9 @@ int serve(const Options& o, fs::Filesystem& fs) {
   std::vector<char*> argv;
   for (auto& s : args) argv.push_back(s.data());
   fuse_args fargs = FUSE_ARGS_INIT(int(argv.size()), argv.data());
+  DevFuse dev;
   Context ctx{&fs, &o};
+  ctx.dev = &dev;
   fuse_session* se = fuse_session_new(&fargs, &lowlevel_ops(), sizeof(fuse_lowlevel_ops), &ctx);
   if (!se) {
     fuse_opt_free_args(&fargs);
@@ -72,6 +75,9 @@ int serve(const Options& o, fs::Filesystem& fs) {
     fail("cannot install signal handlers");
   } else if (fuse_session_mount(se, o.mountpoint.c_str()) != 0) {
     fail("cannot mount on " + o.mountpoint + " (is /dev/fuse available and the mount point empty?)");
+  } else if (fuse_session_custom_io(se, &DevFuse::io(), fuse_session_fd(se)) != 0) {
+    fail("cannot route /dev/fuse through our own I/O functions");
+    fuse_session_unmount(se);
   } else {
     if (!o.foreground) {
       fuse_daemonize(0);
@@ -124,6 +130,8 @@ int run(int argc, char** argv) {
   mo.cache_pages = cache_pages(o);
   mo.flush_interval_ms = uint64_t(std::llround(o.flush_interval * 1000));
   mo.kernel_times = o.writeback_cache;
+  mo.dax = o.dax == "always" ? fs::DaxMode::kAlways : o.dax == "never" ? fs::DaxMode::kNever : fs::DaxMode::kInode;
+  mo.dax_window_bytes = o.dax_window;
   auto fs = fs::Filesystem::mount(std::move(*region), mo);
   if (!fs) return fail(fs.error().msg);
   if ((*fs)->info().replayed) spdlog::info("{}: replayed {} journal transactions", o.device, (*fs)->info().replayed);

@@ -2,11 +2,13 @@
 #include "daemon/ops.h"
 
 #include <fcntl.h>
+#include <linux/fs.h>
 #include <spdlog/spdlog.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <sys/xattr.h>
 
+#include <algorithm>
 #include <cstring>
 #include <string>
 #include <vector>
@@ -83,6 +85,8 @@ void op_init(void* userdata, fuse_conn_info* conn) {
   const Options& o = *static_cast<Context*>(userdata)->opts;
   conn->time_gran = 1;
   if (conn->capable & FUSE_CAP_EXPORT_SUPPORT) conn->want |= FUSE_CAP_EXPORT_SUPPORT;
+  // FS_IOC_FSGETXATTR and friends (the DAX flag) reach directories too.
+  if (conn->capable & FUSE_CAP_IOCTL_DIR) conn->want |= FUSE_CAP_IOCTL_DIR;
   if (o.writeback_cache && (conn->capable & FUSE_CAP_WRITEBACK_CACHE)) conn->want |= FUSE_CAP_WRITEBACK_CACHE;
   else conn->want &= ~FUSE_CAP_WRITEBACK_CACHE;
   // The kernel clears setuid/setgid on write, truncate and chown by itself (as for ext4)
@@ -197,6 +201,14 @@ void op_rename(fuse_req_t req, fuse_ino_t parent, const char* name, fuse_ino_t n
   reply_status(r, fsys(req).rename(parent, name, newparent, newname, f));
 }
 
+// DAX opens bypass the kernel's page cache: each read and write is one request, served
+// straight from and to pmem. Buffered ones keep the kernel's cache across opens: data
+// changes only through this mount, which keeps it coherent (a DAX toggle drops it).
+void set_data_path(fuse_file_info* fi, bool dax) {
+  fi->direct_io = dax;
+  fi->keep_cache = !dax;
+}
+
 void op_open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   Reply r(req);
   auto a = fsys(req).getattr(ino);
@@ -211,7 +223,7 @@ void op_open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   }
   Context& c = ctx(req);  // req is freed by the reply
   if (Status s = c.fs->open(ino); !s) return r.error(s.error());
-  fi->keep_cache = 1;  // data changes only through this mount, which keeps the cache coherent
+  set_data_path(fi, a->dax);
   // The kernel never updates atime on FUSE and serves cached reads itself: a reader's
   // open is where relatime can see the access.
   if ((fi->flags & O_ACCMODE) != O_WRONLY) touch_atime(c, ino);
@@ -226,7 +238,7 @@ void op_create(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode,
     fsys(req).forget(a->ino, 1);
     return r.error(s.error());
   }
-  fi->keep_cache = 1;
+  set_data_path(fi, a->dax);
   fuse_entry_param e = to_entry(req, *a);
   r.create(e, fi);
 }
@@ -352,9 +364,20 @@ void op_statfs(fuse_req_t req, fuse_ino_t) {
   r.statfs(v);
 }
 
+// After a change of a file's data path, the kernel's cached pages of it are stale: the
+// DAX path never fills them, the buffered one trusts them (keep_cache).
+Status after_dax_change(Context& c, fuse_ino_t ino, const Result<bool>& changed) {
+  if (!changed) return changed.error();
+  if (*changed && c.se) fuse_lowlevel_notify_inval_inode(c.se, ino, 0, 0);
+  return {};
+}
+
 void op_setxattr(fuse_req_t req, fuse_ino_t ino, const char* name, const char* value, size_t size, int flags) {
   Reply r(req);
-  if (is_control_xattr(ino, name)) return reply_status(r, control_set(fsys(req), name));
+  if (is_control_xattr(ino, name)) {
+    Context& c = ctx(req);
+    return reply_status(r, after_dax_change(c, ino, control_set(*c.fs, ino, name, std::string_view(value, size))));
+  }
   fs::XattrFlags f{(flags & XATTR_CREATE) != 0, (flags & XATTR_REPLACE) != 0};
   reply_status(r, fsys(req).setxattr(ino, name, std::string_view(value, size), f));
 }
@@ -367,7 +390,7 @@ void reply_sized(Reply& r, size_t size, const std::string& data) {
 
 void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char* name, size_t size) {
   Reply r(req);
-  auto v = is_control_xattr(ino, name) ? control_get(fsys(req), name) : fsys(req).getxattr(ino, name);
+  auto v = is_control_xattr(ino, name) ? control_get(fsys(req), ino, name) : fsys(req).getxattr(ino, name);
   if (!v) return r.error(v.error());
   reply_sized(r, size, *v);
 }
@@ -384,7 +407,49 @@ void op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size) {
 
 void op_removexattr(fuse_req_t req, fuse_ino_t ino, const char* name) {
   Reply r(req);
+  if (is_control_xattr(ino, name)) {
+    Context& c = ctx(req);
+    return reply_status(r, after_dax_change(c, ino, control_set(*c.fs, ino, name, std::nullopt)));
+  }
   reply_status(r, fsys(req).removexattr(ino, name));
+}
+
+// The file attribute ioctls (chattr, lsattr, xfs_io's chattr/lsattr), for the one flag
+// pmemfuse has: DAX. The kernel checks ownership and sizes before it asks.
+void op_ioctl(fuse_req_t req, fuse_ino_t ino, unsigned int cmd, void*, fuse_file_info*, unsigned flags,
+              const void* in, size_t in_size, size_t out_size) {
+  Reply r(req);
+  if (flags & FUSE_IOCTL_COMPAT) return r.err(ENOSYS);
+  Context& c = ctx(req);
+  if (cmd == FS_IOC_GETFLAGS || cmd == FS_IOC_FSGETXATTR) {
+    auto s = c.fs->dax_state(ino);
+    if (!s) return r.error(s.error());
+    if (cmd == FS_IOC_GETFLAGS) {
+      int f = s->flag ? FS_DAX_FL : 0;
+      return r.ioctl(&f, std::min(out_size, sizeof f));
+    }
+    struct fsxattr x {};
+    x.fsx_xflags = s->flag ? FS_XFLAG_DAX : 0;
+    return r.ioctl(&x, std::min(out_size, sizeof x));
+  }
+  bool on;
+  if (cmd == FS_IOC_SETFLAGS && in_size >= sizeof(int)) {
+    int f;
+    std::memcpy(&f, in, sizeof f);
+    // Other flags (immutable, append-only, ...) are not kept by pmemfuse.
+    if (f & ~FS_DAX_FL) return r.err(EOPNOTSUPP);
+    on = f & FS_DAX_FL;
+  } else if (cmd == FS_IOC_FSSETXATTR && in_size >= sizeof(struct fsxattr)) {
+    struct fsxattr x;
+    std::memcpy(&x, in, sizeof x);
+    if ((x.fsx_xflags & ~FS_XFLAG_DAX) || x.fsx_extsize || x.fsx_projid || x.fsx_cowextsize) return r.err(EOPNOTSUPP);
+    on = x.fsx_xflags & FS_XFLAG_DAX;
+  } else {
+    return r.err(ENOTTY);
+  }
+  Status s = after_dax_change(c, ino, c.fs->set_dax(ino, on));
+  if (!s) return r.error(s.error());
+  r.ioctl(nullptr, 0);  // an ioctl's success carries fuse_ioctl_out, even with no data
 }
 
 fuse_lowlevel_ops make_ops() {
@@ -422,6 +487,7 @@ fuse_lowlevel_ops make_ops() {
   o.removexattr = op_removexattr;
   o.fallocate = op_fallocate;
   o.lseek = op_lseek;
+  o.ioctl = op_ioctl;
   return o;
 }
 

@@ -9,10 +9,13 @@
 
 namespace pmemfuse::daemon {
 
+class DevFuse;
+
 struct Context {
   fs::Filesystem* fs;
   const Options* opts;
   fuse_session* se = nullptr;  // for notifications; set once the session exists
+  DevFuse* dev = nullptr;      // our /dev/fuse I/O (daemon/devfuse.h), if installed
 };
 
 // The operation table; the session's userdata must be a Context*.

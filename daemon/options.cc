@@ -102,7 +102,24 @@ const std::vector<Spec>& specs() {
        [](Options& o, const std::string&) { o.flush_on_close = true; return Status{}; }},
       {"writeback_cache", nullptr, "off", "let the kernel cache writes too (fewer, larger requests; mtime kept by the kernel)",
        [](Options& o, const std::string&) { o.writeback_cache = true; return Status{}; }},
-      {"emulate_devdax", "ALIGN", "off", "apply device-dax rules (mapping alignment, no resize) to an image file; ALIGN defaults to 2M",
+      {"dax", "[=MODE]", "inode",
+       "which files use the DAX data path: inode (those with the DAX flag, set with setfattr -n user.pmemfuse.dax -v 1 or xfs_io -c 'chattr +x'), always, or never; dax alone means always",
+       [](Options& o, const std::string& v) -> Status {
+         if (v.empty()) o.dax = "always";
+         else if (v == "always" || v == "never" || v == "inode") o.dax = v;
+         else return make_error(Errc::kInvalid, "bad value '" + v + "' for dax (always, never or inode)");
+         return {};
+       }},
+      {"dax_window", "SIZE", "256M",
+       "address space for DAX windows, 2 MiB slots that show a DAX file's fragmented range contiguously; 0: none",
+       [](Options& o, const std::string& v) -> Status {
+         auto n = mm::parse_size(v);
+         if (!n || (*n != 0 && *n < (2u << 20)) || *n > (1ull << 40))
+           return make_error(Errc::kInvalid, "bad value '" + v + "' for dax_window (0, or 2M to 1T, e.g. 256M)");
+         o.dax_window = *n;
+         return {};
+       }},
+      {"emulate_devdax", "[=ALIGN]", "off", "apply device-dax rules (mapping alignment, no resize) to an image file; ALIGN defaults to 2M",
        [](Options& o, const std::string& v) -> Status {
          PF_TRY(a, mm::parse_alignment(v));
          o.emulate_devdax = a;
@@ -136,7 +153,7 @@ Status apply_one(Options& o, const std::string& item) {
   for (const Spec& s : specs()) {
     if (name != s.name) continue;
     if (!s.value && eq != std::string::npos) return make_error(Errc::kInvalid, "option " + name + " takes no value");
-    if (s.value && eq == std::string::npos && name != "emulate_devdax") {
+    if (s.value && s.value[0] != '[' && eq == std::string::npos) {  // "[=X]": the value may be left out
       return make_error(Errc::kInvalid, "option " + name + " needs a value (" + name + "=" + s.value + ")");
     }
     return s.apply(o, value);
@@ -174,7 +191,7 @@ std::string help_text() {
        "  -V, --version         show the version\n\n"
        "Mount options (also accepted as --NAME or --NAME=VALUE):\n";
   for (const Spec& s : specs()) {
-    std::string left = std::string(s.name) + (s.value ? std::string("=") + s.value : "");
+    std::string left = std::string(s.name) + (!s.value ? "" : s.value[0] == '[' ? s.value : std::string("=") + s.value);
     h << "  " << left << std::string(left.size() < 22 ? 22 - left.size() : 1, ' ') << s.help
       << " (default: " << s.dflt << ")\n";
   }

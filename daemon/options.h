@@ -34,6 +34,8 @@ struct Options {
   double flush_interval = 5.0;  // seconds a dirty page may wait; 0: no timer
   bool writeback_cache = false;  // the kernel's write-back caching (FUSE_CAP_WRITEBACK_CACHE)
   bool flush_on_close = false;   // write back a file's dirty pages at its last close
+  std::string dax = "inode";     // always, never or inode (the files with the DAX flag)
+  uint64_t dax_window = 256ull << 20;  // bytes of DAX window address space; 0: none
   bool show_help = false;
   bool show_version = false;
 };

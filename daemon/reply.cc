@@ -50,6 +50,9 @@ void Reply::write(size_t count) {
 void Reply::buf(const char* data, size_t size) {
   if (claim()) fuse_reply_buf(req_, data, size);
 }
+void Reply::ioctl(const void* out, size_t size) {
+  if (claim()) fuse_reply_ioctl(req_, 0, out, size);
+}
 void Reply::iov(const struct iovec* v, int count) {
   if (claim()) fuse_reply_iov(req_, v, count);
 }

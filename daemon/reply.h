@@ -31,6 +31,7 @@ class Reply {
   void statfs(const struct statvfs& s);
   void xattr_size(size_t size);
   void lseek(off_t off);
+  void ioctl(const void* out, size_t size);  // result 0 with the output data
   void none();  // forget: no reply is sent, the request is finished
 
  private:

@@ -24,7 +24,7 @@ uint64_t mono_ns() {
 }  // namespace
 
 mm::CachedFileRef Filesystem::cache_of(Inode& i) {
-  if (!cache_) return nullptr;
+  if (!cache_ || i.dax) return nullptr;
   // Only regular files are cached. Found without i.mu, which writeback holds while it
   // stores a run: a writer must not wait for that.
   if (auto f = cache_->find(i.ino)) return f;

@@ -33,6 +33,8 @@ void add_zeros(std::vector<struct iovec>* iov, uint64_t n) {
 Status Filesystem::read(uint64_t ino, uint64_t off, uint64_t size,
                         const std::function<void(const struct iovec*, int)>& sink) {
   PF_TRY(i, get(ino));
+  std::shared_lock io(i->io_mu);
+  if (i->dax) return read_dax(*i, off, size, sink);
   if (auto f = cache_of(*i)) return read_cached(*i, *f, off, size, sink);
   std::shared_lock lk(i->mu);
   return read_media(*i, off, size, sink);
@@ -42,24 +44,29 @@ Status Filesystem::read(uint64_t ino, uint64_t off, uint64_t size,
 Status Filesystem::read_media(Inode& i, uint64_t off, uint64_t size,
                               const std::function<void(const struct iovec*, int)>& sink) {
   if (S_ISDIR(i.d.mode)) return make_error(Errc::kIsDir, "read of a directory");
-  uint64_t end = std::min(i.d.size, off + size);
   std::vector<struct iovec> iov;
+  media_iov(i, off, std::min(i.d.size, off + size), &iov);
+  sink(iov.data(), int(iov.size()));
+  return {};
+}
+
+// Appends the pieces of [off, end): pointers into the media, and zeros for holes and
+// unwritten extents. Caller holds i.mu.
+void Filesystem::media_iov(Inode& i, uint64_t off, uint64_t end, std::vector<struct iovec>* iov) {
   for (uint64_t pos = off; pos < end;) {
     uint64_t lb = pos / kBlockSize;
     const Extent* e = i.map.find(lb);
     if (!e || e->lblk > lb) {  // hole up to the next extent
       uint64_t stop = e ? std::min(end, e->lblk * kBlockSize) : end;
-      add_zeros(&iov, stop - pos);
+      add_zeros(iov, stop - pos);
       pos = stop;
       continue;
     }
     uint64_t stop = std::min(end, e->end() * kBlockSize);
-    if (e->unwritten) add_zeros(&iov, stop - pos);
-    else iov.push_back({const_cast<uint8_t*>(region_.at(e->pblk * kBlockSize + (pos - e->lblk * kBlockSize))), stop - pos});
+    if (e->unwritten) add_zeros(iov, stop - pos);
+    else iov->push_back({const_cast<uint8_t*>(region_.at(e->pblk * kBlockSize + (pos - e->lblk * kBlockSize))), stop - pos});
     pos = stop;
   }
-  sink(iov.data(), int(iov.size()));
-  return {};
 }
 
 // Splits [lo, hi) into segments on media, allocating blocks for holes in tx. Stops early
@@ -107,12 +114,53 @@ Result<uint64_t> Filesystem::write(uint64_t ino, uint64_t off, const void* data,
   uint64_t end = off + size;
   if (end > kMaxFileBlocks * kBlockSize || end < off) return make_error(Errc::kFileTooBig, "write beyond 16 TiB");
   PF_TRY(i, get(ino));
+  std::shared_lock io(i->io_mu);
   if (auto f = cache_of(*i)) return write_cached(*i, *f, off, data, size);
-  std::unique_lock lk(i->mu);
-  if (!S_ISREG(i->d.mode)) return make_error(Errc::kInvalid, "write to a non-regular file");
-  auto src = static_cast<const uint8_t*>(data);
+  return write_media(*i, off, static_cast<const uint8_t*>(data), size);
+}
+
+// Stores straight to pmem (the DAX path, and every file without a cache): durable when
+// it returns. Overwrites of written blocks inside EOF share the inode lock, so writers to
+// different ranges of one file do not wait for each other.
+Result<uint64_t> Filesystem::write_media(Inode& i, uint64_t off, const uint8_t* src, uint64_t size) {
+  if (overwrite_in_place(i, off, src, size)) return size;
+  std::unique_lock lk(i.mu);
+  if (!S_ISREG(i.d.mode)) return make_error(Errc::kInvalid, "write to a non-regular file");
+  fold_times_locked(i);
   auto copy = [&](uint64_t dev, uint64_t at, uint64_t n) { region_.write(dev, src + (at - off), n); };
-  return write_locked(*i, off, size, copy, opts_.kernel_times ? i->d.mtime_ns : now(), false);
+  return write_locked(i, off, size, copy, opts_.kernel_times ? i.d.mtime_ns : now(), false);
+}
+
+// The write changes no metadata but the time: every block of [off, off + size) is written
+// and inside EOF. Stores under a shared lock; writers of overlapping bytes race, as on any
+// filesystem. The time goes to dax_mtime until an exclusive holder folds it in.
+bool Filesystem::overwrite_in_place(Inode& i, uint64_t off, const uint8_t* src, uint64_t size) {
+  std::shared_lock lk(i.mu);
+  uint64_t end = off + size;
+  if (size == 0 || !S_ISREG(i.d.mode) || end > i.d.size) return false;
+  for (uint64_t pos = off; pos < end;) {
+    const Extent* e = i.map.find(pos / kBlockSize);
+    if (!e || e->lblk > pos / kBlockSize || e->unwritten) return false;
+    pos = e->end() * kBlockSize;
+  }
+  for (uint64_t pos = off; pos < end;) {
+    const Extent* e = i.map.find(pos / kBlockSize);
+    uint64_t stop = std::min(end, e->end() * kBlockSize);
+    region_.write(e->pblk * kBlockSize + (pos - e->lblk * kBlockSize), src + (pos - off), stop - pos);
+    pos = stop;
+  }
+  region_.fence();
+  if (!opts_.kernel_times) i.dax_mtime.store(now(), std::memory_order_release);
+  return true;
+}
+
+// Takes a time an in-place write left in dax_mtime into d. Caller holds i.mu exclusively.
+void Filesystem::fold_times_locked(Inode& i) {
+  int64_t t = i.dax_mtime.exchange(0, std::memory_order_acq_rel);
+  if (t == 0 || t <= i.d.mtime_ns) return;  // 0: none (a real time of 0 is never "now")
+  i.d.mtime_ns = t;
+  i.d.ctime_ns = std::max(i.d.ctime_ns, t);
+  i.times_dirty = true;
 }
 
 // Writes in transactions of bounded size; a later one failing gives a short write.
@@ -188,6 +236,7 @@ Status Filesystem::rollback_locked(Inode& i, const DiskInode& saved) {
 }
 
 Status Filesystem::trim_locked(Inode& i, uint64_t from, Tx& first, bool keep_orphan) {
+  drop_windows(i.ino, from * kBlockSize, UINT64_MAX);
   Tx* tx = &first;
   std::unique_ptr<Tx> next;
   for (;;) {
@@ -326,6 +375,7 @@ Status Filesystem::fallocate(uint64_t ino, uint32_t mode, uint64_t off, uint64_t
   if (len == 0) return make_error(Errc::kInvalid, "fallocate of 0 bytes");
   if (end > kMaxFileBlocks * kBlockSize || end < off) return make_error(Errc::kFileTooBig, "fallocate beyond 16 TiB");
   PF_TRY(i, get(ino));
+  std::shared_lock io(i->io_mu);
   auto f = cache_of(*i);
   std::unique_lock<std::mutex> quiet;
   if (f) quiet = cache_->quiesce(*f);
@@ -336,6 +386,7 @@ Status Filesystem::fallocate(uint64_t ino, uint32_t mode, uint64_t off, uint64_t
   if (punch) zero_partial_blocks(*i, off, std::min(end, size));  // nothing to keep past EOF
   if (zero) zero_partial_blocks(*i, off, end);
   if (f && (punch || zero)) space_->unreserve(cache_->zero_locked(*f, off, end));
+  if (punch || zero) drop_windows(i->ino, off, end);
   uint64_t lo = (off + kBlockSize - 1) / kBlockSize, hi = end / kBlockSize;
   if (punch) PF_CHECK(punch_locked(*i, lo, hi));
   else PF_CHECK(prealloc_locked(*i, zero ? lo : off / kBlockSize, zero ? hi : (end + kBlockSize - 1) / kBlockSize, zero));
@@ -358,6 +409,7 @@ Status Filesystem::fallocate(uint64_t ino, uint32_t mode, uint64_t off, uint64_t
 
 Result<uint64_t> Filesystem::seek_data(uint64_t ino, uint64_t off, bool hole) {
   PF_TRY(i, get(ino));
+  std::shared_lock io(i->io_mu);
   if (auto f = cache_of(*i)) PF_CHECK(flush_file(*f));  // holes are known once on media
   std::shared_lock lk(i->mu);
   uint64_t size = i->d.size;
@@ -384,7 +436,11 @@ bool Filesystem::touch_atime(uint64_t ino) {
   Inode& i = **r;
   constexpr int64_t kDay = 86400ll * 1000000000;
   int64_t t = now();
-  auto stale = [&] { return i.d.atime_ns <= i.d.mtime_ns || i.d.atime_ns <= i.d.ctime_ns || t - i.d.atime_ns >= kDay; };
+  auto stale = [&] {
+    int64_t pending = i.dax_mtime.load(std::memory_order_acquire);
+    int64_t m = pending ? std::max(i.d.mtime_ns, pending) : i.d.mtime_ns;
+    return i.d.atime_ns <= m || i.d.atime_ns <= i.d.ctime_ns || t - i.d.atime_ns >= kDay;
+  };
   {
     std::shared_lock lk(i.mu);
     if (!stale()) return false;

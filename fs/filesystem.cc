@@ -70,6 +70,12 @@ Result<std::unique_ptr<Filesystem>> Filesystem::mount(mm::Region region, const M
     fs->cache_ = std::move(cache);
     fs->cache_->set_pressure_hook([p = fs.get()] { p->kick_flusher(); });
   }
+  // Windows map the media file again; an anonymous region (tests) has no file.
+  if (o.dax_window_bytes && o.dax != DaxMode::kNever && fs->region_.fd() >= 0) {
+    const mm::Region& r = fs->region_;
+    PF_TRY(w, mm::DaxWindows::create(r.fd(), o.dax_window_bytes, r.align(), false));
+    fs->windows_ = std::move(w);
+  }
   return fs;
 }
 
@@ -208,6 +214,7 @@ void Filesystem::write_super(Tx& tx) {
 }
 
 void Filesystem::write_inode(Tx& tx, Inode& i) {
+  fold_times_locked(i);
   itable_->write(tx, i.ino, i.d);
   i.times_dirty = false;
 }
@@ -215,7 +222,11 @@ void Filesystem::write_inode(Tx& tx, Inode& i) {
 Attr Filesystem::attr_of(const Inode& i) const {
   const DiskInode& d = i.d;
   Attr a{i.ino, d.generation, d.mode, d.nlink, d.uid, d.gid, d.rdev, d.size, d.blocks,
-         d.atime_ns, d.mtime_ns, d.ctime_ns, d.btime_ns};
+         d.atime_ns, d.mtime_ns, d.ctime_ns, d.btime_ns, i.dax};
+  if (int64_t m = i.dax_mtime.load(std::memory_order_acquire); m != 0 && m > a.mtime_ns) {
+    a.mtime_ns = m;
+    a.ctime_ns = std::max(a.ctime_ns, m);
+  }
   // Cached writes not yet on media: their size, blocks (reserved, as ext4's delayed
   // allocation counts them) and time.
   if (auto f = cache_ && S_ISREG(d.mode) ? cache_->find(i.ino) : nullptr) {
@@ -243,6 +254,7 @@ Result<Filesystem::InodeRef> Filesystem::get(uint64_t ino) {
   i->d = d;
   PF_TRY(map, ExtentMap::load(region_, ino, d, sb_.block_count));
   i->map = std::move(map);
+  i->dax = dax_for(d);
   if (S_ISDIR(d.mode) && d.nlink == 0) {
     // Removed, so empty; its blocks may already be freed by a reclaim a crash cut short.
     i->dir = std::make_unique<Directory>();
@@ -324,6 +336,7 @@ void Filesystem::release(uint64_t ino) {
 
 // Writes timestamps kept only in DRAM. Nothing to do on a read-only or shut-down mount.
 Status Filesystem::flush_times_locked(Inode& i) {
+  fold_times_locked(i);
   if (!i.times_dirty || read_only_ || failed_) return {};
   Tx tx(region_);
   write_inode(tx, i);
@@ -402,6 +415,7 @@ Result<Attr> Filesystem::getattr(uint64_t ino) {
 Result<Attr> Filesystem::setattr(uint64_t ino, const SetAttr& s) {
   PF_CHECK(writable());
   PF_TRY(i, get(ino));
+  std::shared_lock io(i->io_mu);
   auto f = cache_of(*i);
   // Cached writes carry their own mtime until written back: store them first, so an
   // explicit time is not overtaken by an older write.
@@ -409,6 +423,7 @@ Result<Attr> Filesystem::setattr(uint64_t ino, const SetAttr& s) {
   std::unique_lock<std::mutex> quiet;
   if (f && s.size) quiet = cache_->quiesce(*f);
   std::unique_lock lk(i->mu);
+  fold_times_locked(*i);  // before an explicit time, which must not be overtaken
   int64_t t = now();
   if (s.size) {
     if (S_ISDIR(i->d.mode)) return make_error(Errc::kIsDir, "truncate of a directory");

@@ -40,6 +40,7 @@
 #include "fs/journal.h"
 #include "fs/space.h"
 #include "fs/xattr.h"
+#include "mm/dax_window.h"
 #include "mm/page_cache.h"
 #include "mm/region.h"
 
@@ -62,6 +63,7 @@ struct Attr {
   int64_t mtime_ns = 0;
   int64_t ctime_ns = 0;
   int64_t btime_ns = 0;
+  bool dax = false;  // opens use the DAX data path
 };
 
 struct Caller {
@@ -94,6 +96,13 @@ struct XattrFlags {
   bool replace = false;  // fail with kNoData if absent
 };
 
+// Which files use the DAX data path, as ext4's and XFS's dax= mount option.
+enum class DaxMode {
+  kInode,   // files whose DAX flag (FS_XFLAG_DAX) is set
+  kAlways,  // every regular file
+  kNever,   // none; the flags are kept (and inherited) for later mounts
+};
+
 struct MountOptions {
   bool read_only = false;
   bool acl = false;    // store POSIX ACLs and keep them consistent with modes
@@ -107,6 +116,15 @@ struct MountOptions {
   // The kernel keeps mtime and sends it with setattr (its writeback cache): writes leave
   // mtime alone.
   bool kernel_times = false;
+  DaxMode dax = DaxMode::kInode;
+  // Address space for DAX windows (2 MiB slots) that give DAX reads a contiguous view of
+  // a fragmented range; 0: none, reads use the extents one by one.
+  uint64_t dax_window_bytes = 0;
+};
+
+struct DaxState {
+  bool flag = false;       // the inode's DAX flag, inherited from its directory at creation
+  bool effective = false;  // files: opens use DAX; directories: files created in it will
 };
 
 struct FsInfo {
@@ -192,11 +210,27 @@ class Filesystem {
 
   Result<StatFs> statfs();
 
+  // DAX (dax.cc).
+  Result<DaxState> dax_state(uint64_t ino);
+  // Sets or clears the DAX flag of a regular file or directory. When a file's data path
+  // changes, its cached pages are written back and dropped first; returns whether it
+  // changed (the kernel's cached pages of the file are then stale).
+  Result<bool> set_dax(uint64_t ino, bool on);
+  // Null when the mount has no DAX windows.
+  const mm::DaxWindows* windows() const { return windows_.get(); }
+
  private:
   struct Inode {
     explicit Inode(uint64_t n) : ino(n) {}
     const uint64_t ino;
     std::shared_mutex mu;  // guards d, map, dir, times_dirty
+    // Shared by every data operation, exclusive while the data path changes (DAX toggle):
+    // no read or write is half on one path and half on the other.
+    std::shared_mutex io_mu;
+    std::atomic<bool> dax{false};  // the data path: DAX, else buffered; written under both locks
+    // Time of the last DAX write that stored in place under a shared mu (so could not
+    // write d); newer than d.mtime_ns when non-zero. Folded into d under an exclusive mu.
+    std::atomic<int64_t> dax_mtime{0};
     DiskInode d{};
     ExtentMap map;
     std::unique_ptr<Directory> dir;
@@ -248,6 +282,10 @@ class Filesystem {
   using Source = std::function<void(uint64_t dev, uint64_t file_off, uint64_t n)>;
   Status read_media(Inode& i, uint64_t off, uint64_t size,
                     const std::function<void(const struct iovec*, int)>& sink);
+  void media_iov(Inode& i, uint64_t off, uint64_t end, std::vector<struct iovec>* iov);
+  Result<uint64_t> write_media(Inode& i, uint64_t off, const uint8_t* src, uint64_t size);
+  bool overwrite_in_place(Inode& i, uint64_t off, const uint8_t* src, uint64_t size);
+  void fold_times_locked(Inode& i);
   Result<std::vector<Segment>> map_for_write(Tx& tx, Inode& i, uint64_t lo, uint64_t hi,
                                              uint64_t* end, bool from_reserve);
   Result<uint64_t> write_locked(Inode& i, uint64_t off, uint64_t size, const Source& src,
@@ -266,6 +304,13 @@ class Filesystem {
   Status check_xattr_name(std::string_view name) const;
   Status rollback_locked(Inode& i, const DiskInode& saved);
   Result<uint64_t> logical_size(const InodeRef& i);
+
+  // DAX path (dax.cc)
+  bool dax_for(const DiskInode& d) const;
+  Status read_dax(Inode& i, uint64_t off, uint64_t size,
+                  const std::function<void(const struct iovec*, int)>& sink);
+  Status switch_path(Inode& i, bool dax);
+  void drop_windows(uint64_t ino, uint64_t from, uint64_t to);
 
   // buffered path (buffered.cc)
   mm::CachedFileRef cache_of(Inode& i);  // null for non-regular files or without a cache
@@ -298,6 +343,7 @@ class Filesystem {
   std::mutex icache_mu_;
   std::unordered_map<uint64_t, InodeRef> icache_;  // guarded by icache_mu_
   std::unique_ptr<mm::PageCache> cache_;
+  std::unique_ptr<mm::DaxWindows> windows_;
   std::thread flusher_;
   std::mutex wb_mu_;  // a leaf
   std::condition_variable wb_cv_;

@@ -101,6 +101,8 @@ Result<Attr> Filesystem::create_node(uint64_t parent, std::string_view name, uin
   d.generation = slot.second;
   d.rdev = rdev;
   d.atime_ns = d.mtime_ns = d.ctime_ns = d.btime_ns = t;
+  if (is_dir || S_ISREG(mode)) d.flags |= p->d.flags & kInodeDax;  // as ext4 and XFS
+  i->dax = dax_for(d);
   if (is_dir) {
     d.parent = parent;
     i->dir = std::make_unique<Directory>();

@@ -50,6 +50,10 @@ Result<std::string> describe(fs::Filesystem& fs, const fs::Attr& a) {
     PF_TRY(target, fs.readlink(a.ino));
     o << " -> " << target;
   }
+  if (S_ISREG(a.mode) || S_ISDIR(a.mode)) {
+    PF_TRY(dax, fs.dax_state(a.ino));
+    if (dax.flag) o << " dax";
+  }
   PF_TRY(x, describe_xattrs(fs, a.ino));
   return o.str() + x;
 }

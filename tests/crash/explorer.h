@@ -51,6 +51,7 @@ class Script {
   void removexattr(const std::string& path, const std::string& name);
   void chmod(const std::string& path, uint32_t mode);
   void fsync(const std::string& path);
+  void set_dax(const std::string& path, bool on);
   // open/release model a file held open by a process, so unlink leaves an orphan.
   void open(const std::string& path);
   void release(const std::string& path);

@@ -16,8 +16,9 @@ Status adopt(fs::Filesystem& fs, Result<fs::Attr> a) {
   return {};
 }
 
-Status status_of(const Result<fs::Attr>& a) {
-  if (!a) return a.error();
+template <typename T>
+Status status_of(const Result<T>& r) {
+  if (!r) return r.error();
   return {};
 }
 
@@ -177,6 +178,13 @@ void Script::fsync(const std::string& path) {
   step("fsync " + path, [&]() -> Status {
     PF_TRY(ino, resolve(path));
     return fs_->fsync(ino, false);
+  });
+}
+
+void Script::set_dax(const std::string& path, bool on) {
+  step(std::string(on ? "set" : "clear") + " the DAX flag of " + path, [&]() -> Status {
+    PF_TRY(ino, resolve(path));
+    return status_of(fs_->set_dax(ino, on));
   });
 }
 
