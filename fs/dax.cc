@@ -13,6 +13,9 @@ namespace pmemfuse::fs {
 namespace {
 
 constexpr uint64_t kSlot = mm::DaxWindows::kSlotSize;
+// Each run is a mapping of its own: a cap keeps the window's mappings far below the
+// process limit (vm.max_map_count, 65530 by default) at 64 per slot.
+constexpr size_t kMaxRunsPerSlot = 64;
 
 uint64_t round_up(uint64_t n, uint64_t to) { return (n + to - 1) / to * to; }
 
@@ -88,7 +91,7 @@ Status Filesystem::read_dax(Inode& i, uint64_t off, uint64_t size,
   auto runs = [&](uint64_t from, uint64_t len, std::vector<mm::DevRun>* out) {
     for (uint64_t pos = from; pos < from + len;) {
       const Extent* e = i.map.find(pos / kBlockSize);
-      if (!e || e->lblk > pos / kBlockSize || e->unwritten) return false;
+      if (!e || e->lblk > pos / kBlockSize || e->unwritten || out->size() == kMaxRunsPerSlot) return false;
       uint64_t stop = std::min(from + len, e->end() * kBlockSize);
       out->push_back({pos, e->pblk * kBlockSize + (pos - e->lblk * kBlockSize), stop - pos});
       pos = stop;
@@ -101,7 +104,7 @@ Status Filesystem::read_dax(Inode& i, uint64_t off, uint64_t size,
     uint64_t need = std::min(kSlot, round_up(i.d.size, kBlockSize) - base);
     auto v = windows_->get(i.ino, chunk, need, runs);
     if (v) {
-      iov.push_back({const_cast<uint8_t*>(v->data() + (pos - base)), stop - pos});
+      iov.push_back({v->data() + (pos - base), stop - pos});
       views.push_back(std::move(*v));
     } else {
       media_iov(i, pos, stop, &iov);
