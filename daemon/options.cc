@@ -103,7 +103,7 @@ const std::vector<Spec>& specs() {
       {"writeback_cache", nullptr, "off", "let the kernel cache writes too (fewer, larger requests; mtime kept by the kernel)",
        [](Options& o, const std::string&) { o.writeback_cache = true; return Status{}; }},
       {"dax", "[=MODE]", "inode",
-       "which files use the DAX data path: inode (those with the DAX flag, set with setfattr -n user.pmemfuse.dax -v 1 or xfs_io -c 'chattr +x'), always, or never; dax alone means always",
+       "which files use DAX: inode (files with the DAX flag: setfattr -n user.pmemfuse.dax -v 1, or chattr +x), always, or never; dax alone means always",
        [](Options& o, const std::string& v) -> Status {
          if (v.empty()) o.dax = "always";
          else if (v == "always" || v == "never" || v == "inode") o.dax = v;

@@ -491,6 +491,33 @@ def test_windows_reclaim_and_fallback(image, mount_factory):
     assert windows(m)["fallbacks"] > before
 
 
+def test_windows_on_emulated_device_dax(image_factory, mount_factory):
+    img = image_factory("64M", "--emulate-devdax")
+    m = mount_factory(img, ["-o", "emulate_devdax"])
+    data = pattern(20, 6 * MiB)
+    f = m / "f"
+    fd = os.open(f, os.O_WRONLY | os.O_CREAT, 0o644)
+    os.posix_fallocate(fd, 0, len(data))  # one allocation: 2 MiB-aligned runs
+    set_dax(f)
+    os.pwrite(fd, data, 0)
+    os.close(fd)
+    assert read_file(f) == data
+    w = windows(m)
+    assert w["mapped"] >= 1, w  # device-dax rules: only whole aligned 2 MiB extents
+    # A chunk made of 4 KiB pieces cannot be mapped on device-dax: read extent by extent.
+    g = m / "g"
+    set_dax(m.mnt)
+    for off in range(0, 64 * 1024, 8192):
+        fd = os.open(g, os.O_WRONLY | os.O_CREAT, 0o644)
+        os.pwrite(fd, b"x" * 4096, off)
+        os.close(fd)
+        write_file(m / f"pad{off}", b"y" * 4096)  # fragments g's extents
+    before = windows(m)["fallbacks"]
+    assert read_file(g) == b"".join(b"x" * 4096 + (bytes(4096) if off < 56 * 1024 else b"")
+                                    for off in range(0, 64 * 1024, 8192))
+    assert windows(m)["fallbacks"] > before
+
+
 def test_no_windows_when_turned_off(image, mount_factory):
     m = mount_factory(image, ["-o", "dax_window=0"])
     write_file(m / "f", b"abc")
