@@ -72,11 +72,21 @@ void windows_json(Json& j, const mm::WindowStats& w) {
   j.close();
 }
 
+void journal_json(Json& j, const fs::JournalStats& s) {
+  j.open("journal");
+  j.num("commits", s.commits);
+  j.num("bytes_logged", s.bytes);
+  j.num("checkpoints", s.checkpoints);
+  j.num("replayed", s.replayed);
+  j.close();
+}
+
 std::string stats_json(fs::Filesystem& fs) {
   Json j;
   j.flag("read_only", fs.info().read_only);
   if (const mm::PageCache* c = fs.cache()) cache_json(j, c->stats());
   if (const mm::DaxWindows* w = fs.windows()) windows_json(j, w->stats());
+  journal_json(j, fs.journal_stats());
   j.open("writeback");
   j.num("errors", fs.info().writeback_errors);
   j.close();

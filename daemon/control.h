@@ -1,7 +1,8 @@
 // daemon/control.h: the control interface, as virtual extended attributes. They are not
 // stored and not listed (so cp -a and tar do not copy them). On the root directory:
-//   user.pmemfuse.stats  read: counters as one JSON object (cache, writeback, media,
-//                        space, dax)
+//   user.pmemfuse.stats  read: counters as one JSON object (cache, dax_windows,
+//                        journal: commits and bytes logged since mount, writeback,
+//                        media, space); read by pmemfuse-stat (tools/stat.cc)
 //   user.pmemfuse.sync   write (any value): write back every dirty cached page, which is
 //                        what syncfs(2) would ask for; the kernel sends SYNCFS to virtiofs
 //                        only, so sync(1) cannot reach a FUSE daemon.

@@ -17,6 +17,7 @@
 #include "daemon/ops.h"
 #include "daemon/options.h"
 #include "fs/filesystem.h"
+#include "tools/progress.h"
 
 namespace pmemfuse::daemon {
 namespace {
@@ -132,6 +133,8 @@ int run(int argc, char** argv) {
   mo.kernel_times = o.writeback_cache;
   mo.dax = o.dax == "always" ? fs::DaxMode::kAlways : o.dax == "never" ? fs::DaxMode::kNever : fs::DaxMode::kInode;
   mo.dax_window_bytes = o.dax_window;
+  tools::TerminalProgress progress("pmemfuse");
+  mo.progress = progress.callback();
   auto fs = fs::Filesystem::mount(std::move(*region), mo);
   if (!fs) return fail(fs.error().msg);
   if ((*fs)->info().replayed) spdlog::info("{}: replayed {} journal transactions", o.device, (*fs)->info().replayed);

@@ -141,7 +141,8 @@ bool kernel_mount_flag(const std::string& n) {
 // Generic mount(8) options that mount.fuse3 may pass; they have no meaning here.
 bool generic_mount_option(const std::string& n) {
   static const char* names[] = {"defaults", "auto", "noauto", "nofail", "_netdev", "atime",
-                                "default_permissions", "user", "nouser", "users"};
+                                "default_permissions", "user", "nouser", "users",
+                                "silent", "loud", "lazytime", "nolazytime"};
   for (const char* g : names)
     if (n == g) return true;
   return n.rfind("x-", 0) == 0;

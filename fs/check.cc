@@ -51,7 +51,7 @@ uint64_t mapped_prefix(const ExtentMap& map) {
 
 class Checker {
  public:
-  Checker(mm::Region& r, CheckReport& rep) : r_(r), rep_(rep) {}
+  Checker(mm::Region& r, CheckReport& rep, const Progress& p) : r_(r), rep_(rep), progress_(p) {}
   Status run();
 
  private:
@@ -91,6 +91,7 @@ class Checker {
 
   mm::Region& r_;
   CheckReport& rep_;
+  const Progress& progress_;
   DiskSuper sb_{};
   std::unique_ptr<Journal> journal_;
   std::unique_ptr<Space> space_;
@@ -207,7 +208,9 @@ Status Checker::run() {
   claim_metadata();
   if (!itable_->in_use(sb_.root_ino)) damaged(sb_.root_ino, "root directory: inode slot is free");
   uint64_t cap = itable_->capacity();
+  ProgressPhase ph(progress_, "checking inodes", cap);
   for (uint64_t ino = 1; ino <= cap; ino++) {
+    if (ino % 4096 == 0) ph.set(ino);
     if (itable_->in_use(ino)) check_inode(ino);
   }
   for (auto& [ino, info] : inodes_) {
@@ -439,9 +442,9 @@ void restore_primary_super(mm::Region& region, const CheckReport& report) {
   region.fence();
 }
 
-Result<CheckReport> check_image(mm::Region& region) {
+Result<CheckReport> check_image(mm::Region& region, const Progress& progress) {
   CheckReport rep;
-  Checker c(region, rep);
+  Checker c(region, rep, progress);
   PF_CHECK(c.run());
   return rep;
 }

@@ -15,6 +15,7 @@
 #include <string>
 #include <vector>
 
+#include "fs/progress.h"
 #include "mm/allocator.h"
 #include "mm/region.h"
 #include "mm/result.h"
@@ -88,7 +89,7 @@ struct CheckReport {
 };
 
 // Fails (kInvalid/kCorrupt/kNotSupported) only when the image cannot be checked at all.
-Result<CheckReport> check_image(mm::Region& region);
+Result<CheckReport> check_image(mm::Region& region, const Progress& progress = {});
 
 // Repair: copies the valid backup superblock (report.backup_block) over the primary.
 void restore_primary_super(mm::Region& region, const CheckReport& report);

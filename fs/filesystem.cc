@@ -94,7 +94,7 @@ Status Filesystem::open_components() {
     return make_error(Errc::kCorrupt, region_.path() + ": " + s.error().msg + "; fsck.pmemfuse -y restores it from the backup");
   }
   space_ = std::make_unique<Space>(region_, sb_);
-  PF_CHECK(space_->load());
+  PF_CHECK(space_->load(opts_.progress));
   itable_ = std::make_unique<InodeTable>(region_, *space_, *journal_, sb_);
   PF_CHECK(itable_->load());
   PF_CHECK(load_orphans());

@@ -38,6 +38,7 @@
 #include "fs/format.h"
 #include "fs/itable.h"
 #include "fs/journal.h"
+#include "fs/progress.h"
 #include "fs/space.h"
 #include "fs/xattr.h"
 #include "mm/dax_window.h"
@@ -120,6 +121,7 @@ struct MountOptions {
   // Address space for DAX windows (2 MiB slots) that give DAX reads a contiguous view of
   // a fragmented range; 0: none, reads use the extents one by one.
   uint64_t dax_window_bytes = 0;
+  Progress progress;  // the free-space scan, which takes seconds on large devices
 };
 
 struct DaxState {
@@ -151,6 +153,7 @@ class Filesystem {
   // Null without a cache.
   const mm::PageCache* cache() const { return cache_.get(); }
   const mm::Region& region() const { return region_; }
+  JournalStats journal_stats() const { return journal_->stats(); }  // since mount
 
   Result<Attr> lookup(uint64_t parent, std::string_view name);
   void forget(uint64_t ino, uint64_t n);
@@ -360,6 +363,7 @@ struct MkfsOptions {
   uint64_t journal_blocks = 0;  // 0: scaled to the device
   uint32_t root_uid = 0;
   uint32_t root_gid = 0;
+  Progress progress;
 };
 Status mkfs(mm::Region& region, const MkfsOptions& o);
 

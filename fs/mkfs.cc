@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cstring>
 #include <ctime>
+#include <functional>
 #include <random>
 
 #include "fs/filesystem.h"
@@ -20,9 +21,22 @@ int64_t now_ns() {
   return int64_t(ts.tv_sec) * 1000000000 + ts.tv_nsec;
 }
 
-void write_bitmap(mm::Region& region, uint64_t start, uint64_t blocks, uint64_t nbits) {
+constexpr uint64_t kPiece = 4096;  // blocks stored between progress reports: 16 MiB
+
+// Blocks [first, first + n) zeroed, in pieces; step(blocks) after each.
+void zero_blocks(mm::Region& region, uint64_t first, uint64_t n, const std::function<void(uint64_t)>& step) {
+  for (uint64_t b = 0; b < n; b += kPiece) {
+    uint64_t k = std::min(kPiece, n - b);
+    region.zero((first + b) * kBlockSize, k * kBlockSize);
+    step(k);
+  }
+}
+
+void write_bitmap(mm::Region& region, uint64_t start, uint64_t blocks, uint64_t nbits,
+                  const std::function<void(uint64_t)>& step) {
   uint8_t blk[kBlockSize];
   for (uint64_t i = 0; i < blocks; i++) {
+    if (i % kPiece == kPiece - 1) step(kPiece);
     std::memset(blk, 0, sizeof blk);
     DiskBitmapHeader h{kBitmapMagic, 0, i, {}};
     std::memcpy(blk, &h, sizeof h);
@@ -71,15 +85,20 @@ Status mkfs(mm::Region& region, const MkfsOptions& o) {
   for (auto& b : sb.uuid) b = uint8_t(rd());
   std::strncpy(sb.label, o.label.c_str(), sizeof sb.label - 1);
 
-  region.zero(0, meta_end * kBlockSize);
+  // Large devices take seconds (a 1 TiB image file: about 8): the metadata is zeroed and
+  // the bitmap written in pieces, with progress between them.
+  ProgressPhase ph(o.progress, "writing metadata", meta_end + sb.bitmap_blocks);
+  uint64_t done = 0;
+  auto step = [&](uint64_t n) { ph.set(done += n); };
+  zero_blocks(region, 0, meta_end, step);
   Journal::format(region, sb.journal_start, sb.journal_blocks);
-  write_bitmap(region, sb.bitmap_start, sb.bitmap_blocks, bc);
+  write_bitmap(region, sb.bitmap_start, sb.bitmap_blocks, bc, step);
   apply_bits(region, sb.bitmap_start, 0, meta_end, true);
   apply_bits(region, sb.bitmap_start, chunk, kChunkBlocks, true);
   apply_bits(region, sb.bitmap_start, sb.backup_block, 1, true);
 
   region.zero(chunk * kBlockSize, kChunkBlocks * kBlockSize);
-  write_bitmap(region, chunk, 1, kBitsPerBitmapBlock);
+  write_bitmap(region, chunk, 1, kBitsPerBitmapBlock, [](uint64_t) {});
   apply_bits(region, chunk, 0, 1, true);  // slot 0: the root, inode 1
 
   uint8_t blk[kBlockSize] = {};

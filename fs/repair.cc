@@ -478,13 +478,13 @@ Status Repairer::reconnect(uint64_t ino) {
 
 Result<RepairResult> repair_image(mm::Region& region, const RepairOptions& o) {
   RepairResult res;
-  PF_TRY(first, check_image(region));
+  PF_TRY(first, check_image(region, o.progress));
   res.first = first;
   res.last = std::move(first);
   if (res.last.primary_super_bad) {
     restore_primary_super(region, res.last);
     res.actions.push_back("primary superblock restored from the backup in block " + str(res.last.backup_block));
-    PF_TRY(rep, check_image(region));
+    PF_TRY(rep, check_image(region, o.progress));
     res.last = std::move(rep);
   }
   if (o.preen && loses_data(res.last)) {
@@ -494,7 +494,7 @@ Result<RepairResult> repair_image(mm::Region& region, const RepairOptions& o) {
   for (int pass = 0; pass < kMaxPasses && res.last.problem_count > 0; pass++) {
     Repairer fix(region, res.last, o.preen, res.actions);
     PF_TRY(changed, fix.run());
-    PF_TRY(rep, check_image(region));
+    PF_TRY(rep, check_image(region, o.progress));
     res.last = std::move(rep);
     if (!changed) break;
   }

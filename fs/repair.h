@@ -25,6 +25,7 @@ struct RepairOptions {
   // discards something (a damaged inode, directory block or xattr set), change nothing
   // beyond the superblock and set RepairResult::refused, for a human to run -y.
   bool preen = false;
+  Progress progress;  // each check pass's
 };
 
 struct RepairResult {

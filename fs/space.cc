@@ -44,21 +44,26 @@ bool Space::bit(uint64_t b) const {
   return bits[i / 8] & (1u << (i % 8));
 }
 
-Status Space::load() {
+Status Space::load(const Progress& progress) {
   for (uint64_t i = 0; i < bitmap_blocks_; i++) {
     PF_CHECK(verify_bitmap_block(region_.at((bitmap_start_ + i) * kBlockSize),
                                  bitmap_start_ + i, i, "block bitmap"));
   }
+  ProgressPhase ph(progress, "scanning free space", block_count_);
   uint64_t run_start = 0;
   bool in_run = false;
   for (uint64_t b = 0; b < block_count_;) {
-    // Skip whole bytes of used blocks quickly.
+    // A 64-bit word that only continues the current state (all free inside a free run,
+    // all used outside one) is skipped whole: a mostly empty 1 TiB device scans in
+    // milliseconds instead of a second.
     uint64_t i = b % kBitsPerBitmapBlock;
-    if (i % 8 == 0 && b + 8 <= block_count_ && !in_run) {
-      const uint8_t* bits = region_.at((bitmap_start_ + b / kBitsPerBitmapBlock) * kBlockSize) +
-                            sizeof(DiskBitmapHeader);
-      if (bits[i / 8] == 0xff) {
-        b += 8;
+    if (i == 0) ph.set(b);
+    if (i % 64 == 0 && b + 64 <= block_count_) {
+      uint64_t word;
+      std::memcpy(&word, region_.at((bitmap_start_ + b / kBitsPerBitmapBlock) * kBlockSize) +
+                             sizeof(DiskBitmapHeader) + i / 8, sizeof word);
+      if (word == (in_run ? 0 : ~0ull)) {
+        b += 64;
         continue;
       }
     }

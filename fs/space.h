@@ -9,6 +9,7 @@
 
 #include "fs/format.h"
 #include "fs/journal.h"
+#include "fs/progress.h"
 #include "mm/allocator.h"
 #include "mm/region.h"
 
@@ -18,7 +19,7 @@ class Space {
  public:
   Space(mm::Region& region, const DiskSuper& sb);
   // Verifies every bitmap block and builds the free-run index.
-  Status load();
+  Status load(const Progress& progress = {});
   // Fails with kNoSpace where it would take reserved blocks, unless it is writeback
   // allocating for data it reserved for (from_reserve).
   Result<std::vector<mm::Run>> alloc(Tx& tx, uint64_t n, uint64_t goal, bool from_reserve = false);

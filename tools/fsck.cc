@@ -12,6 +12,7 @@
 #include "fs/repair.h"
 #include "mm/region.h"
 #include "tools/cli.h"
+#include "tools/progress.h"
 
 namespace {
 
@@ -71,8 +72,9 @@ int main(int argc, char** argv) {
   auto region = mm::Region::open(device, ro);
   if (!region) return fail(region.error().msg, kOperational);
 
+  tools::TerminalProgress progress("fsck.pmemfuse");
   if (!yes && !preen) {
-    auto rep = fs::check_image(*region);
+    auto rep = fs::check_image(*region, progress.callback());
     if (!rep) return fail(rep.error().msg, error_code(rep.error()));
     print_lines(device, rep->problems, rep->problem_count, "");
     print_replayed(device, *rep, no);
@@ -84,7 +86,7 @@ int main(int argc, char** argv) {
     return rep->replayed && !no ? kCorrected : kClean;
   }
 
-  auto res = fs::repair_image(*region, {preen});
+  auto res = fs::repair_image(*region, {preen, progress.callback()});
   if (!res) return fail(res.error().msg, error_code(res.error()));
   print_lines(device, res->first.problems, res->first.problem_count, "");
   print_replayed(device, res->first, false);

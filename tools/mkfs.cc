@@ -9,6 +9,7 @@
 #include "fs/format.h"
 #include "mm/region.h"
 #include "tools/cli.h"
+#include "tools/progress.h"
 
 namespace {
 
@@ -60,6 +61,8 @@ int main(int argc, char** argv) {
   }
   fs::MkfsOptions mo;
   mo.label = label;
+  tools::TerminalProgress progress("mkfs.pmemfuse");
+  if (!quiet) mo.progress = progress.callback();
   if (Status s = fs::mkfs(*region, mo); !s) return fail(s.error().msg);
   if (!quiet) {
     std::printf("%s: pmemfuse filesystem, %llu blocks of 4 KiB (%.1f MiB)%s\n", device.c_str(),

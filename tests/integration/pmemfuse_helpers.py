@@ -24,6 +24,7 @@ import pytest
 BUILD = Path(os.environ.get("PMEMFUSE_BUILD", "/work/main/build")).resolve()
 MKFS = BUILD / "tools" / "mkfs.pmemfuse"
 FSCK = BUILD / "tools" / "fsck.pmemfuse"
+STAT = BUILD / "tools" / "pmemfuse-stat"
 DAEMON = BUILD / "daemon" / "pmemfuse"
 FUSERMOUNT = shutil.which("fusermount3") or "/usr/bin/fusermount3"
 

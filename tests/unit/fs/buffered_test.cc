@@ -28,7 +28,10 @@ using namespace std::chrono_literals;
 namespace {
 
 MountOptions cached(uint64_t pages = 4096) {
-  return MountOptions{.cache_pages = pages, .flush_interval_ms = 0};
+  MountOptions o;
+  o.cache_pages = pages;
+  o.flush_interval_ms = 0;
+  return o;
 }
 
 Attr attr(Filesystem& fs, uint64_t ino) { return take(fs.getattr(ino), "getattr"); }

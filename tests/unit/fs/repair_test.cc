@@ -31,7 +31,7 @@ std::string all_actions(const RepairResult& res) {
 
 // fsck -y: repairs img in place and requires the result, checked once more, clean.
 RepairResult repair(mm::Region& img, bool preen = false) {
-  RepairResult res = take(repair_image(img, {preen}), "repair_image");
+  RepairResult res = take(repair_image(img, {preen, {}}), "repair_image");
   INFO("repairs:\n" << all_actions(res) << "left:\n" << all_problems(res.last));
   REQUIRE_FALSE(res.refused);
   REQUIRE(res.last.problem_count == 0);
@@ -231,7 +231,7 @@ TEST_CASE("repair: a damaged inode is cleared and the entry naming it removed", 
   }
   REQUIRE(check(p.img).damaged_inodes == std::vector<uint64_t>{victim});
   mm::Region before = copy_region(p.img);
-  RepairResult preened = take(repair_image(p.img, {true}));
+  RepairResult preened = take(repair_image(p.img, {true, {}}));
   CHECK(preened.refused);
   CHECK(same_bytes(p.img, before));  // preen changed nothing
   repair(p.img);
@@ -264,7 +264,7 @@ TEST_CASE("repair: a damaged directory block is replaced; the inodes it named ar
   p.img.base()[pb * kBlockSize + sizeof(DiskDirHeader) + sizeof(DiskDirent) + 2] ^= 0x01;
   REQUIRE(check(p.img).damaged_dirs == std::vector<uint64_t>{p.dir});
   mm::Region before = copy_region(p.img);
-  CHECK(take(repair_image(p.img, {true})).refused);
+  CHECK(take(repair_image(p.img, {true, {}})).refused);
   CHECK(same_bytes(p.img, before));
   repair(p.img);
   auto fs = mount(copy_region(p.img));
@@ -351,7 +351,7 @@ TEST_CASE("repair: without space for a copy, the second claim is dropped and rea
   REQUIRE(check(img).shared.size() == 2);
 
   SECTION("preen leaves it") {
-    RepairResult res = take(repair_image(img, {true}));
+    RepairResult res = take(repair_image(img, {true, {}}));
     CHECK_FALSE(res.refused);
     CHECK(res.last.shared.size() == 2);
   }
