@@ -14,21 +14,13 @@
 # sample, under build/bench/. --quick: 1 round, smaller files and shorter runs (< 2 min).
 # Needs root (mounts, drop_caches), fio, python3, fusermount3, getfattr/setfattr, cc and
 # pkg-config fuse3 (passthrough_ll is built once from the libfuse examples, kept in
-# build/bench/).
+# build/bench/). PMEMFUSE_BUILD=DIR uses another build directory than build/.
 set -euo pipefail
-cmdline="$(printf '%q ' "$0" "$@")" cmdline=${cmdline% }
 self=$(realpath "$0")
 cd "$(dirname "$0")/../.."
+. tools/bench/lib.sh
 
-quick=0 rounds=3
-while (($#)); do
-  case $1 in
-    --quick) quick=1 rounds=1 ;;
-    -h | --help) sed -n '2,17p' "$self" | sed 's/^# \{0,1\}//'; exit 0 ;;
-    *) [[ $1 =~ ^[1-9][0-9]*$ ]] || { echo "cache.sh: bad argument '$1'" >&2; exit 2; }; rounds=$1 ;;
-  esac
-  shift
-done
+parse_args "$@"  # quick, rounds (lib.sh)
 if ((quick)); then
   img_mb=1024 tmpfs_size=1G seq_size=256M rand_size=64M rand_rt=2
   wa_mb=16 wa_rt=6 wa_interval=3 mem_size=512M
@@ -38,34 +30,28 @@ else
 fi
 mem_cache=256M
 
-b=build
-for t in fio python3 fusermount3 getfattr setfattr cc pkg-config; do
-  command -v $t >/dev/null || { echo "cache.sh: needs $t" >&2; exit 1; }
-done
-[ "$(id -u)" = 0 ] || { echo "cache.sh: needs root (mounts, drop_caches)" >&2; exit 1; }
-if [ ! -x $b/daemon/pmemfuse ] || [ ! -x $b/tools/mkfs.pmemfuse ]; then
-  echo "cache.sh: build first (ninja -C build)" >&2; exit 1
-fi
+need_tools fio python3 fusermount3 getfattr setfattr cc pkg-config
+need_root
+need_build
 
 # passthrough_ll from the libfuse examples, built once.
-mkdir -p $b/bench
+mkdir -p "$b/bench"
 pt=$b/bench/passthrough_ll
-if [ ! -x $pt ]; then
+if [ ! -x "$pt" ]; then
   src=/usr/share/doc/libfuse3-dev/examples/passthrough_ll.c
-  ptdir=$(mktemp -d $b/bench/passthrough_ll.build.XXXXXX)
+  ptdir=$(mktemp -d "$b/bench/passthrough_ll.build.XXXXXX")
   if [ -f $src ]; then cp $src "$ptdir/"; elif [ -f $src.gz ]; then gunzip -c $src.gz >"$ptdir/passthrough_ll.c"; else
-    echo "cache.sh: no $src(.gz) (apt-get install libfuse3-dev)" >&2; exit 1; fi
+    die "no $src(.gz) (apt-get install libfuse3-dev)"; fi
   cp /usr/share/doc/libfuse3-dev/examples/passthrough_helpers.h "$ptdir/" 2>/dev/null || true
   # shellcheck disable=SC2046
   cc -O2 -o "$ptdir/passthrough_ll" "$ptdir/passthrough_ll.c" $(pkg-config --cflags --libs fuse3)
-  mv "$ptdir/passthrough_ll" $pt
+  mv "$ptdir/passthrough_ll" "$pt"
   rm -rf "$ptdir"
 fi
 
 stamp=$(date +%Y%m%d-%H%M%S)
 out_md=$b/bench/cache-$stamp.md out_csv=$b/bench/cache-$stamp.csv
 work=$(mktemp -d /tmp/pmemfuse-cache-bench.XXXXXX)
-declare -A dir img opts pid kind
 dir[pmem]=$work/pmem img[pmem]=/dev/shm/pmemfuse-cache-bench-$$-on.img opts[pmem]="" kind[pmem]=pmemfuse
 dir[pmem0]=$work/pmem0 img[pmem0]=/dev/shm/pmemfuse-cache-bench-$$-off.img opts[pmem0]="cache_size=0" kind[pmem0]=pmemfuse
 dir[pmemmem]=$work/pmemmem img[pmemmem]=/dev/shm/pmemfuse-cache-bench-$$-mem.img opts[pmemmem]="cache_size=$mem_cache" kind[pmemmem]=pmemfuse
@@ -75,15 +61,7 @@ ptsrc=$work/ptsrc
 
 cleanup() {
   set +e
-  for f in pmem pmem0 pmemmem pt; do
-    mountpoint -q "${dir[$f]}" 2>/dev/null && { fusermount3 -u "${dir[$f]}" || fusermount3 -uz "${dir[$f]}"; }
-    p=${pid[$f]:-}
-    if [ -n "$p" ]; then
-      for _ in $(seq 100); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
-      kill -0 "$p" 2>/dev/null && kill "$p"
-      wait "$p" 2>/dev/null
-    fi
-  done
+  unmount_all pmem pmem0 pmemmem pt
   mountpoint -q "${dir[tmpfs]}" && umount "${dir[tmpfs]}"
   mountpoint -q "$ptsrc" && umount "$ptsrc"
   rm -f "${img[pmem]}" "${img[pmem0]}" "${img[pmemmem]}"
@@ -92,9 +70,8 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-log() { echo "[cache.sh $(date +%T)] $*" >&2; }
-
 # --- python helpers ----------------------------------------------------------------------
+write_py_helpers  # fio.py, stats.py (lib.sh)
 cat >"$work/wa.py" <<'PY'
 # wa.py layout|write|verify PATH SIZE ...: page p written for the n-th time holds
 # struct.pack("<QQ", p, n) repeated; layout writes n = 0 everywhere.
@@ -142,31 +119,6 @@ elif cmd == "verify":  # MODEL: prints the number of wrong pages, then the first
     print(len(bad), "; ".join(bad[:5]))
 PY
 
-cat >"$work/fio.py" <<'PY'
-# fio.py RW < fio json: MB/s (1e6 bytes) and IOPS of the read or write side.
-import json, sys
-t = sys.stdin.read()
-j = json.loads(t[t.index("{"):])["jobs"][0]
-side = j["read" if "read" in sys.argv[1] else "write"]
-print("%.1f %.0f" % (side["bw_bytes"] / 1e6, side["iops"]))
-PY
-
-cat >"$work/stats.py" <<'PY'
-# stats.py BEFORE AFTER KEY...: after - before for each dotted key ("-" when absent).
-import json, sys
-b, a = (json.load(open(p)) for p in sys.argv[1:3])
-def get(d, k):
-    for part in k.split("."):
-        if not isinstance(d, dict) or part not in d: return None
-        d = d[part]
-    return d
-out = []
-for k in sys.argv[3:]:
-    x, y = get(b, k), get(a, k)
-    out.append("-" if x is None or y is None else str(y - x))
-print(" ".join(out))
-PY
-
 cat >"$work/sampler.py" <<'PY'
 # sampler.py PID STOPFILE: polls /proc/PID/status every 10 ms until STOPFILE exists; prints
 # VmHWM and the peaks of RssAnon, RssShmem and RssFile, in bytes.
@@ -185,82 +137,12 @@ sample()
 print(hwm, peak["RssAnon"], peak["RssShmem"], peak["RssFile"])
 PY
 
-# --- mounts ------------------------------------------------------------------------------
-wait_mounted() {  # dir pid
-  for _ in $(seq 200); do
-    mountpoint -q "$1" && return 0
-    kill -0 "$2" 2>/dev/null || break
-    sleep 0.05
-  done
-  echo "cache.sh: mount of $1 failed (see $work/*.log)" >&2
-  cat "$work"/*.log >&2 || true
-  exit 1
-}
-mount_fs() {  # fs
-  local f=$1
-  case ${kind[$f]} in
-    pmemfuse)
-      local o=(); [ -n "${opts[$f]}" ] && o=(-o "${opts[$f]}")
-      $b/daemon/pmemfuse -f "${o[@]}" "${img[$f]}" "${dir[$f]}" >>"$work/$f.log" 2>&1 &
-      pid[$f]=$!; wait_mounted "${dir[$f]}" "${pid[$f]}" ;;
-    passthrough)
-      $pt -f -o source="$ptsrc" "${dir[$f]}" >>"$work/$f.log" 2>&1 &
-      pid[$f]=$!; wait_mounted "${dir[$f]}" "${pid[$f]}" ;;
-  esac
-}
-watch_slow() {  # pid what: returns when pid has ended; past 10 s, shows its kernel stacks once
-  local n=0 t
-  while kill -0 "$1" 2>/dev/null; do
-    sleep 0.05
-    if ((++n == 200)); then
-      echo "cache.sh: $2 takes more than 10 s ($(date +%T)); threads of pid $1:" >&2
-      for t in /proc/"$1"/task/*; do
-        echo "  $(cat "$t/comm" "$t/wchan" 2>/dev/null | tr '\n' ' '): $(tr '\n' ' ' <"$t/stack" 2>/dev/null | cut -c1-400)" >&2
-      done
-    fi
-  done
-}
-um_fuser_s=0 um_exit_s=0
-umount_fs() {  # fs: unmounts a FUSE mount and waits for its daemon (which writes back first)
-  local f=$1 rc=0 fp t0=$EPOCHREALTIME t1
-  [ "${kind[$f]}" = tmpfs ] && { um_fuser_s=0 um_exit_s=0; return 0; }
-  fusermount3 -u "${dir[$f]}" &
-  fp=$!
-  watch_slow $fp "fusermount3 -u ${dir[$f]}"
-  wait $fp
-  t1=$EPOCHREALTIME
-  watch_slow "${pid[$f]}" "exit of the $f daemon after unmount"
-  wait "${pid[$f]}" || rc=$?
-  [ $rc = 0 ] || echo "cache.sh: WARNING: $f daemon ${pid[$f]} exited with status $rc" >&2
-  pid[$f]=""
-  um_fuser_s=$(secs "$t0" "$t1") um_exit_s=$(secs "$t1" "$EPOCHREALTIME")
-}
-drop_caches() { echo 3 >/proc/sys/vm/drop_caches; }
-cold() {  # round fs: empty the kernel page cache and, for FUSE mounts, restart the daemon
-  local t1 t2 t3
-  umount_fs "$2"; t1=$EPOCHREALTIME
-  drop_caches; t2=$EPOCHREALTIME
-  [ "${kind[$2]}" = tmpfs ] || mount_fs "$2"
-  t3=$EPOCHREALTIME
-  csv "$1 time $2 cold fusermount_s $um_fuser_s"
-  csv "$1 time $2 cold daemon_exit_s $um_exit_s"
-  csv "$1 time $2 cold drop_caches_s $(secs "$t1" "$t2")"
-  csv "$1 time $2 cold mount_s $(secs "$t2" "$t3")"
-}
-secs() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", b - a }'; }
-stats() { getfattr --only-values -n user.pmemfuse.stats "$1" 2>/dev/null; }
-sync_pm() { setfattr -n user.pmemfuse.sync -v 1 "$1"; }
-
-csv() { echo "$*" | tr ' ' ',' >>"$out_csv"; }  # round,section,fs,workload,metric,value
-
-fio_common=(--ioengine=psync --numjobs=1 --fallocate=none --invalidate=0 --end_fsync=0
-  --output-format=json)
 fio_run() {  # round fs workload file rw bs size [fio options...]: records MB/s and IOPS
   local r=$1 f=$2 w=$3 file=$4 rw=$5 bs=$6 size=$7 mbs='' iops='' t0=$EPOCHREALTIME
   shift 7
   read -r mbs iops < <(fio --name=b --filename="${dir[$f]}/$file" --rw="$rw" --bs="$bs" --size="$size" \
     "${fio_common[@]}" "$@" 2>>"$work/fio.err" | python3 "$work/fio.py" "$rw")
-  [ -n "$iops" ] || { echo "cache.sh: fio $w on $f failed:" >&2; cat "$work/fio.err" >&2; exit 1; }
+  [ -n "$iops" ] || { echo "$me: fio $w on $f failed:" >&2; cat "$work/fio.err" >&2; exit 1; }
   csv "$r io $f $w MB/s $mbs"
   csv "$r io $f $w IOPS $iops"
   csv "$r time $f $w wall_s $(secs "$t0" "$EPOCHREALTIME")"
@@ -271,8 +153,7 @@ mkdir -p "${dir[pmem]}" "${dir[pmem0]}" "${dir[pmemmem]}" "${dir[tmpfs]}" "${dir
 mount -t tmpfs -o size=$tmpfs_size tmpfs "${dir[tmpfs]}"
 mount -t tmpfs -o size=$tmpfs_size tmpfs "$ptsrc"
 for f in pmem pmem0 pmemmem; do
-  dd if=/dev/zero of="${img[$f]}" bs=1M count=$img_mb status=none  # pre-fault the image pages
-  $b/tools/mkfs.pmemfuse -q -f "${img[$f]}"
+  make_image "${img[$f]}" $img_mb  # pre-faulted (lib.sh)
 done
 mount_fs pmem; mount_fs pmem0; mount_fs pt
 echo "round,section,fs,workload,metric,value" >"$out_csv"
@@ -280,9 +161,7 @@ echo "round,section,fs,workload,metric,value" >"$out_csv"
 {
   echo "# tools/bench/cache.sh report"
   echo
-  echo "- command: \`$cmdline\` (in $(pwd))"
-  echo "- date: $(date -Is); commit $(git rev-parse --short HEAD 2>/dev/null || echo '?')$(git diff --quiet HEAD 2>/dev/null || echo ' plus uncommitted changes')"
-  echo "- machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.1f GiB", $2/1048576}' /proc/meminfo), kernel $(uname -r), $(fio --version), libfuse $(pkg-config --modversion fuse3)"
+  describe_run "$cmdline"
   echo "- images: ${img_mb} MiB files in /dev/shm, pre-faulted with dd of zeros before mkfs (first-touch faults on /dev/shm would otherwise be charged to the first writes); tmpfs and the passthrough_ll source are tmpfs mounts of $tmpfs_size"
   echo "- rounds: $rounds$( ((quick)) && echo ' (--quick: smaller files, shorter runs)')"
 } | tee "$out_md"
@@ -307,7 +186,7 @@ wa_round() {  # round fs
   csv "$r wa $f overwrite flush_batches $d_batches"
   csv "$r wa $f overwrite writes_per_s $(python3 -c "print('%.0f' % ($app / 4096 / $secs))")"
   csv "$r wa $f overwrite fsyncs $fsyncs"
-  [ "$dirty" = "-" ] || [ "$dirty" = 0 ] || echo "cache.sh: WARNING: $f: dirty_bytes grew by $dirty across a run that ended with fsync" >&2
+  [ "$dirty" = "-" ] || [ "$dirty" = 0 ] || echo "$me: WARNING: $f: dirty_bytes grew by $dirty across a run that ended with fsync" >&2
   # Everything was fsynced: kill the daemon without a chance to write back, remount, check.
   kill -KILL "${pid[$f]}"
   wait "${pid[$f]}" 2>/dev/null || true
@@ -316,7 +195,7 @@ wa_round() {  # round fs
   mount_fs "$f"
   read -r nbad detail < <(python3 "$work/wa.py" verify "$m/wa" $((wa_mb << 20)) "$work/model")
   csv "$r wa $f overwrite wrong_pages $nbad"
-  [ "$nbad" = 0 ] || echo "cache.sh: WRONG DATA on $f after fsync + SIGKILL + remount: $nbad pages; $detail" >&2
+  [ "$nbad" = 0 ] || echo "$me: WRONG DATA on $f after fsync + SIGKILL + remount: $nbad pages; $detail" >&2
   rm -f "$m/wa"
 }
 
