@@ -122,7 +122,7 @@ ssize_t DevFuse::write_init(int fd, const iovec* iov, int count, int32_t error) 
   if (!mmap_offered_) {
     spdlog::warn(
         "the kernel does not offer FUSE_DIRECT_IO_ALLOW_MMAP: mmap(MAP_SHARED) of DAX "
-        "files fails with ENODEV");
+        "files fails with ENODEV (Linux 6.6 or later offers it; use read/write on them meanwhile)");
     return ::writev(fd, iov, count);
   }
   // libfuse 3.14 sends the whole 64-byte fuse_init_out (flags2 included, zero); a shorter

@@ -5,11 +5,15 @@
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/sinks/syslog_sink.h>
 #include <spdlog/spdlog.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <cmath>
+#include <csignal>
 #include <cstdio>
+#include <cstring>
 #include <string>
 #include <vector>
 
@@ -29,11 +33,22 @@ int fail(const std::string& msg, int code = 1) {
   return code;
 }
 
+// A device path with '%' in it would otherwise be read as a pattern flag.
+std::string escape_pattern(const std::string& s) {
+  std::string out;
+  for (char c : s) out += c == '%' ? std::string("%%") : std::string(1, c);
+  return out;
+}
+
 void setup_logging(const Options& o, bool to_syslog) {
   std::shared_ptr<spdlog::logger> log;
   if (to_syslog) log = spdlog::syslog_logger_mt("pmemfuse", "pmemfuse", LOG_PID, LOG_DAEMON);
   else log = spdlog::stderr_color_mt("pmemfuse");
   log->set_level(spdlog::level::from_str(o.log_level));
+  // Every message names the device: one daemon's lines stay apart from another's. syslog
+  // adds the time, the level and "pmemfuse[PID]" itself.
+  std::string dev = escape_pattern(o.device);
+  log->set_pattern(to_syslog ? dev + ": %v" : "%Y-%m-%d %H:%M:%S.%e pmemfuse %^%l%$: " + dev + ": %v");
   spdlog::set_default_logger(log);
 }
 
@@ -44,6 +59,13 @@ Status check_mountpoint(const std::string& mp) {
   }
   if (!S_ISDIR(st.st_mode)) return make_error(Errc::kNotDir, "mount point " + mp + " is not a directory");
   return {};
+}
+
+// libfuse 3.14's mount code does not know nosymfollow: the flag is set on the mount after.
+bool set_nosymfollow(const std::string& mp) {
+  mount_attr attr{};
+  attr.attr_set = MOUNT_ATTR_NOSYMFOLLOW;
+  return mount_setattr(AT_FDCWD, mp.c_str(), 0, &attr, sizeof attr) == 0;
 }
 
 // libfuse arguments: our own options are consumed; the rest are FUSE mount options.
@@ -79,6 +101,9 @@ int serve(const Options& o, fs::Filesystem& fs) {
   } else if (fuse_session_custom_io(se, &DevFuse::io(), fuse_session_fd(se)) != 0) {
     fail("cannot route /dev/fuse through our own I/O functions");
     fuse_session_unmount(se);
+  } else if (o.nosymfollow && !set_nosymfollow(o.mountpoint)) {
+    fail("cannot set nosymfollow on " + o.mountpoint + ": " + std::strerror(errno) + " (needs Linux 5.14 or later)");
+    fuse_session_unmount(se);
   } else {
     if (!o.foreground) {
       fuse_daemonize(0);
@@ -86,7 +111,7 @@ int serve(const Options& o, fs::Filesystem& fs) {
       setup_logging(o, true);
     }
     fs.start_writeback();  // threads do not survive fuse_daemonize's fork
-    spdlog::info("mounted {} on {}{}", o.device, o.mountpoint, fs.info().read_only ? " read-only" : "");
+    spdlog::info("mounted on {}{}", o.mountpoint, fs.info().read_only ? " read-only" : "");
     if (o.single_thread) {
       rc = fuse_session_loop(se);
     } else {
@@ -128,6 +153,7 @@ int run(int argc, char** argv) {
   mo.read_only = o.read_only;
   mo.acl = o.acl;
   mo.atime = o.atime;
+  mo.dir_atime = o.dir_atime;
   mo.cache_pages = cache_pages(o);
   mo.flush_interval_ms = uint64_t(std::llround(o.flush_interval * 1000));
   mo.kernel_times = o.writeback_cache;
@@ -137,16 +163,20 @@ int run(int argc, char** argv) {
   mo.progress = progress.callback();
   auto fs = fs::Filesystem::mount(std::move(*region), mo);
   if (!fs) return fail(fs.error().msg);
-  if ((*fs)->info().replayed) spdlog::info("{}: replayed {} journal transactions", o.device, (*fs)->info().replayed);
+  if ((*fs)->info().replayed) spdlog::info("replayed {} journal transactions", (*fs)->info().replayed);
   if ((*fs)->info().orphans_reclaimed) {
-    spdlog::info("{}: finished {} orphaned inodes", o.device, (*fs)->info().orphans_reclaimed);
+    spdlog::info("freed {} inodes unlinked while open before a crash", (*fs)->info().orphans_reclaimed);
   }
   int rc = serve(o, **fs);
+  // The kernel has let go of the mount; what the cache holds still has to reach pmem. A
+  // SIGTERM now (systemd stopping a mount unit kills what is left in its cgroup) must not
+  // cut that short: the write-back ends on its own.
+  for (int sig : {SIGTERM, SIGINT, SIGHUP}) std::signal(sig, SIG_IGN);
   if (Status s = (*fs)->unmount(); !s) {
-    spdlog::error("{}: unmount failed: {}; run fsck.pmemfuse {}", o.device, s.error().msg, o.device);
+    spdlog::error("unmount failed: {}; run fsck.pmemfuse {} before mounting again", s.error().msg, o.device);
     rc = 1;
   } else {
-    spdlog::info("{}: unmounted cleanly", o.device);
+    spdlog::info("unmounted cleanly");
   }
   return rc;
 }

@@ -94,7 +94,7 @@ void op_init(void* userdata, fuse_conn_info* conn) {
   conn->want &= ~FUSE_CAP_HANDLE_KILLPRIV;
   if (o.acl) {
     if (!(conn->capable & FUSE_CAP_POSIX_ACL)) {
-      spdlog::warn("the kernel offers no POSIX ACL support; -o acl has no effect");
+      spdlog::warn("the kernel offers no FUSE POSIX ACL support (Linux 4.9 or later does): -o acl has no effect, ACLs cannot be set");
     } else {
       conn->want |= FUSE_CAP_POSIX_ACL | FUSE_CAP_DONT_MASK;
     }

@@ -45,9 +45,17 @@ const std::vector<Spec>& specs() {
       {"noacl", nullptr, "on", "no POSIX ACLs: setting one fails with EOPNOTSUPP",
        [](Options& o, const std::string&) { o.acl = false; return Status{}; }},
       {"noatime", nullptr, "off", "never update access times",
-       [](Options& o, const std::string&) { o.atime = false; return Status{}; }},
+       [](Options& o, const std::string&) { o.atime = fs::AtimeMode::kNever; return Status{}; }},
       {"relatime", nullptr, "on", "update the access time when it is older than the modification or change time, or a day old",
-       [](Options& o, const std::string&) { o.atime = true; return Status{}; }},
+       [](Options& o, const std::string&) { o.atime = fs::AtimeMode::kRelative; return Status{}; }},
+      {"strictatime", nullptr, "off", "update the access time at every read",
+       [](Options& o, const std::string&) { o.atime = fs::AtimeMode::kStrict; return Status{}; }},
+      {"nodiratime", nullptr, "off", "never update the access times of directories",
+       [](Options& o, const std::string&) { o.dir_atime = false; return Status{}; }},
+      {"diratime", nullptr, "on", "update directories' access times as files' (undoes nodiratime)",
+       [](Options& o, const std::string&) { o.dir_atime = true; return Status{}; }},
+      {"nosymfollow", nullptr, "off", "do not follow symlinks on this mount (they can still be read with readlink)",
+       [](Options& o, const std::string&) { o.nosymfollow = true; return Status{}; }},
       {"clone_fd", nullptr, "off", "one /dev/fuse descriptor per worker thread",
        [](Options& o, const std::string&) { o.clone_fd = true; return Status{}; }},
       {"max_threads", "N", "10", "most worker threads",
@@ -141,8 +149,9 @@ bool kernel_mount_flag(const std::string& n) {
 // Generic mount(8) options that mount.fuse3 may pass; they have no meaning here.
 bool generic_mount_option(const std::string& n) {
   static const char* names[] = {"defaults", "auto", "noauto", "nofail", "_netdev", "atime",
-                                "default_permissions", "user", "nouser", "users",
-                                "silent", "loud", "lazytime", "nolazytime"};
+                                "default_permissions", "user", "nouser", "users", "owner",
+                                "group", "silent", "loud", "lazytime", "nolazytime", "mand",
+                                "nomand", "symfollow", "norelatime", "nostrictatime"};
   for (const char* g : names)
     if (n == g) return true;
   return n.rfind("x-", 0) == 0;
@@ -197,8 +206,11 @@ std::string help_text() {
       << " (default: " << s.dflt << ")\n";
   }
   h << "\nThe mount flags dev, nodev, suid, nosuid, exec, noexec, sync, async and dirsync go to\n"
-       "the kernel (FUSE mounts default to nosuid,nodev). Generic fstab options (defaults,\n"
-       "auto, noauto, nofail, _netdev, x-*) are accepted and ignored.\n"
+       "the kernel (FUSE mounts default to nosuid,nodev). Generic mount(8) and fstab options\n"
+       "that change nothing here are accepted and ignored: defaults, auto, noauto, nofail,\n"
+       "_netdev, x-*, user, nouser, users, owner, group, atime, norelatime, nostrictatime,\n"
+       "symfollow, lazytime, nolazytime, silent, loud, mand, nomand (Linux no longer has\n"
+       "mandatory locks).\n"
        "Permissions are always checked by the kernel (default_permissions).\n";
   return h.str();
 }

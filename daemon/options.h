@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include "fs/filesystem.h"
 #include "mm/result.h"
 
 namespace pmemfuse::daemon {
@@ -22,12 +23,14 @@ struct Options {
   bool allow_other = false;
   bool clone_fd = false;
   bool acl = false;    // POSIX ACLs stored and enforced
-  bool atime = true;   // relatime; noatime turns atime updates off
+  fs::AtimeMode atime = fs::AtimeMode::kRelative;
+  bool dir_atime = true;  // nodiratime: directories keep their atime
   unsigned max_threads = 10;
   double attr_timeout = 1.0;   // seconds the kernel may cache attributes
   double entry_timeout = 1.0;  // seconds the kernel may cache names
   std::string log_level = "info";
   std::vector<std::string> kernel_flags;  // mount(8) flags for the kernel: suid, dev, ...
+  bool nosymfollow = false;  // the mount does not follow symlinks (set after mounting)
   uint64_t emulate_devdax = 0;  // bytes; 0: off
   // DRAM write-back cache in bytes; 0: off; kAutoCacheSize: 1/8 of RAM, at most 1 GiB.
   uint64_t cache_size = kAutoCacheSize;

@@ -4,18 +4,19 @@
 #include <spdlog/spdlog.h>
 
 #include <cerrno>
+#include <cstring>
 
 namespace pmemfuse::daemon {
 
 Reply::~Reply() {
   if (done_) return;
-  spdlog::error("request finished without a reply; answering EIO");
+  spdlog::error("a request finished without a reply; answered EIO (a pmemfuse bug: please report it)");
   fuse_reply_err(req_, EIO);
 }
 
 bool Reply::claim() {
   if (done_) {
-    spdlog::error("second reply to one request suppressed");
+    spdlog::error("a second reply to one request was suppressed (a pmemfuse bug: please report it)");
     return false;
   }
   done_ = true;
@@ -24,8 +25,9 @@ bool Reply::claim() {
 
 void Reply::error(const Error& e) {
   int n = to_errno(e.code);
-  if (e.code == Errc::kCorrupt || e.code == Errc::kIo) spdlog::error("{}", e.msg);
-  else spdlog::debug("{}: {}", errc_name(e.code), e.msg);
+  if (e.code == Errc::kCorrupt || e.code == Errc::kIo) {
+    spdlog::error("{}; answered {}: unmount and run fsck.pmemfuse on the device", e.msg, strerrorname_np(n));
+  } else spdlog::debug("{}: {}", errc_name(e.code), e.msg);
   err(n);
 }
 

@@ -430,13 +430,15 @@ Result<uint64_t> Filesystem::seek_data(uint64_t ino, uint64_t off, bool hole) {
 }
 
 bool Filesystem::touch_atime(uint64_t ino) {
-  if (!opts_.atime || read_only_ || failed_) return false;
+  if (opts_.atime == AtimeMode::kNever || read_only_ || failed_) return false;
   auto r = get(ino);
   if (!r) return false;
   Inode& i = **r;
+  if (!opts_.dir_atime && S_ISDIR(i.d.mode)) return false;
   constexpr int64_t kDay = 86400ll * 1000000000;
   int64_t t = now();
   auto stale = [&] {
+    if (opts_.atime == AtimeMode::kStrict) return true;
     int64_t pending = i.dax_mtime.load(std::memory_order_acquire);
     int64_t m = pending ? std::max(i.d.mtime_ns, pending) : i.d.mtime_ns;
     return i.d.atime_ns <= m || i.d.atime_ns <= i.d.ctime_ns || t - i.d.atime_ns >= kDay;

@@ -104,10 +104,18 @@ enum class DaxMode {
   kNever,   // none; the flags are kept (and inherited) for later mounts
 };
 
+// When a read moves atime, as the mount(8) options of the same names.
+enum class AtimeMode {
+  kRelative,  // relatime: when atime is not newer than mtime or ctime, or a day old
+  kStrict,    // strictatime: at every access
+  kNever,     // noatime
+};
+
 struct MountOptions {
   bool read_only = false;
-  bool acl = false;    // store POSIX ACLs and keep them consistent with modes
-  bool atime = true;   // relatime updates; false: noatime
+  bool acl = false;  // store POSIX ACLs and keep them consistent with modes
+  AtimeMode atime = AtimeMode::kRelative;
+  bool dir_atime = true;  // false: nodiratime, directories keep their atime
   // DRAM write-back cache for file data (pages of 4 KiB); 0: reads and writes go
   // straight to pmem.
   uint64_t cache_pages = 0;
@@ -195,7 +203,7 @@ class Filesystem {
   Status fallocate(uint64_t ino, uint32_t mode, uint64_t off, uint64_t len);
   // lseek(2) SEEK_DATA (hole = false) or SEEK_HOLE; unwritten extents count as holes.
   Result<uint64_t> seek_data(uint64_t ino, uint64_t off, bool hole);
-  // relatime: after a read, atime moves if it is not newer than mtime/ctime or a day old.
+  // After a read: moves atime as MountOptions::atime and dir_atime say.
   // True when it moved (the kernel's cached attributes are then stale).
   bool touch_atime(uint64_t ino);
 

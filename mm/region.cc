@@ -54,7 +54,7 @@ Status lock_exclusive(int fd, bool shared, const std::string& path) {
     if (errno != EWOULDBLOCK) return make_error(Errc::kIo, errno_text("lock", path));
     usleep(50000);
   }
-  return make_error(Errc::kBusy, path + ": in use by another pmemfuse process (mounted, or being checked)");
+  return make_error(Errc::kBusy, path + ": in use by another pmemfuse process (mounted, or being checked): unmount it or let fsck finish first");
 }
 
 bool on_tmpfs(int fd) {

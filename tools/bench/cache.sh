@@ -34,20 +34,8 @@ need_tools fio python3 fusermount3 getfattr setfattr cc pkg-config
 need_root
 need_build
 
-# passthrough_ll from the libfuse examples, built once.
 mkdir -p "$b/bench"
-pt=$b/bench/passthrough_ll
-if [ ! -x "$pt" ]; then
-  src=/usr/share/doc/libfuse3-dev/examples/passthrough_ll.c
-  ptdir=$(mktemp -d "$b/bench/passthrough_ll.build.XXXXXX")
-  if [ -f $src ]; then cp $src "$ptdir/"; elif [ -f $src.gz ]; then gunzip -c $src.gz >"$ptdir/passthrough_ll.c"; else
-    die "no $src(.gz) (apt-get install libfuse3-dev)"; fi
-  cp /usr/share/doc/libfuse3-dev/examples/passthrough_helpers.h "$ptdir/" 2>/dev/null || true
-  # shellcheck disable=SC2046
-  cc -O2 -o "$ptdir/passthrough_ll" "$ptdir/passthrough_ll.c" $(pkg-config --cflags --libs fuse3)
-  mv "$ptdir/passthrough_ll" "$pt"
-  rm -rf "$ptdir"
-fi
+build_passthrough  # sets pt (lib.sh)
 
 stamp=$(date +%Y%m%d-%H%M%S)
 out_md=$b/bench/cache-$stamp.md out_csv=$b/bench/cache-$stamp.csv

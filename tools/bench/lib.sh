@@ -1,12 +1,13 @@
 # shellcheck shell=bash disable=SC2154,SC2034
-# tools/bench/lib.sh: pieces shared by the benchmark scripts (cache.sh, dax.sh). Sourced,
-# not run, from the repository root, after `set -euo pipefail`.
+# tools/bench/lib.sh: pieces shared by the benchmark scripts (cache.sh, dax.sh, peers.sh).
+# Sourced, not run, from the repository root, after `set -euo pipefail`.
 #
 # The sourcing script sets `work` (a scratch directory) and fills, per mount name F:
 #   dir[F]   mount point           kind[F]  pmemfuse | passthrough | tmpfs
 #   img[F]   image (pmemfuse)      opts[F]  -o options for the daemon ("" for none)
 #   pid[F]   daemon pid, set by mount_fs and cleared by umount_fs
-# and, for passthrough mounts, `pt` (the passthrough_ll binary) and `ptsrc` (its source).
+#   src[F]   source directory of a passthrough mount (default: $ptsrc)
+# and, for passthrough mounts, `pt` (the passthrough_ll binary, see build_passthrough).
 # Samples go to "$out_csv" as round,section,fs,workload,metric,value.
 #
 # Sourced with the script's arguments still in "$@", it records them in $cmdline.
@@ -16,7 +17,7 @@
 me=${0##*/}
 cmdline="$(printf '%q ' "$0" "$@")" cmdline=${cmdline% }
 b=${PMEMFUSE_BUILD:-build}
-declare -A dir img opts pid kind
+declare -A dir img opts pid kind src
 
 # [--quick] [ROUNDS], the arguments of every script; -h prints the script's opening comment
 # (its path is in $self).
@@ -51,6 +52,23 @@ describe_run() {  # cmdline
   echo "- command: \`$1\` (in $(pwd)$([ "$b" = build ] || echo ", PMEMFUSE_BUILD=$b"))"
   echo "- date: $(date -Is); commit $(git rev-parse --short HEAD 2>/dev/null || echo '?')$(git diff --quiet HEAD 2>/dev/null || echo ' plus uncommitted changes')"
   echo "- machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.1f GiB", $2/1048576}' /proc/meminfo), kernel $(uname -r), $(fio --version), libfuse $(pkg-config --modversion fuse3)"
+}
+
+# passthrough_ll from the libfuse examples, built once into $b/bench; sets pt.
+build_passthrough() {
+  local ex=/usr/share/doc/libfuse3-dev/examples tmp
+  pt=$b/bench/passthrough_ll
+  [ -x "$pt" ] && return 0
+  mkdir -p "$b/bench"
+  tmp=$(mktemp -d "$b/bench/passthrough_ll.build.XXXXXX")
+  if [ -f $ex/passthrough_ll.c ]; then cp $ex/passthrough_ll.c "$tmp/"
+  elif [ -f $ex/passthrough_ll.c.gz ]; then gunzip -c $ex/passthrough_ll.c.gz >"$tmp/passthrough_ll.c"
+  else die "no $ex/passthrough_ll.c(.gz) (apt-get install libfuse3-dev)"; fi
+  cp $ex/passthrough_helpers.h "$tmp/" 2>/dev/null || true
+  # shellcheck disable=SC2046
+  cc -O2 -o "$tmp/passthrough_ll" "$tmp/passthrough_ll.c" $(pkg-config --cflags --libs fuse3)
+  mv "$tmp/passthrough_ll" "$pt"  # only a complete binary gets the name
+  rm -rf "$tmp"
 }
 
 # --- python helpers, written into $work ---------------------------------------------------
@@ -136,7 +154,8 @@ mount_fs() {  # fs
       "$b/daemon/pmemfuse" -f "${o[@]}" "${img[$f]}" "${dir[$f]}" >>"$work/$f.log" 2>&1 &
       pid[$f]=$!; wait_mounted "${dir[$f]}" "${pid[$f]}" ;;
     passthrough)
-      "$pt" -f -o source="$ptsrc" "${dir[$f]}" >>"$work/$f.log" 2>&1 &
+      local o=(); [ -n "${opts[$f]:-}" ] && o=(-o "${opts[$f]}")
+      "$pt" -f "${o[@]}" -o source="${src[$f]:-$ptsrc}" "${dir[$f]}" >>"$work/$f.log" 2>&1 &
       pid[$f]=$!; wait_mounted "${dir[$f]}" "${pid[$f]}" ;;
   esac
 }
