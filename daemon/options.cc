@@ -67,13 +67,13 @@ const std::vector<Spec>& specs() {
          }
          return make_error(Errc::kInvalid, "bad value '" + v + "' for max_threads (1-1024)");
        }},
-      {"attr_timeout", "SECONDS", "1", "how long the kernel caches attributes",
+      {"attr_timeout", "SECONDS", "60", "how long the kernel caches attributes (nothing changes them behind its back)",
        [](Options& o, const std::string& v) -> Status {
          PF_TRY(d, parse_seconds("attr_timeout", v));
          o.attr_timeout = d;
          return {};
        }},
-      {"entry_timeout", "SECONDS", "1", "how long the kernel caches names",
+      {"entry_timeout", "SECONDS", "60", "how long the kernel caches names, and that a name does not exist",
        [](Options& o, const std::string& v) -> Status {
          PF_TRY(d, parse_seconds("entry_timeout", v));
          o.entry_timeout = d;
@@ -118,12 +118,12 @@ const std::vector<Spec>& specs() {
          else return make_error(Errc::kInvalid, "bad value '" + v + "' for dax (always, never or inode)");
          return {};
        }},
-      {"dax_window", "SIZE", "256M",
+      {"dax_window", "SIZE", "4G",
        "address space for DAX windows, 2 MiB slots that show a DAX file's fragmented range contiguously; 0: none",
        [](Options& o, const std::string& v) -> Status {
          auto n = mm::parse_size(v);
          if (!n || (*n != 0 && *n < (2u << 20)) || *n > (1ull << 40))
-           return make_error(Errc::kInvalid, "bad value '" + v + "' for dax_window (0, or 2M to 1T, e.g. 256M)");
+           return make_error(Errc::kInvalid, "bad value '" + v + "' for dax_window (0, or 2M to 1T, e.g. 4G)");
          o.dax_window = *n;
          return {};
        }},

@@ -26,8 +26,11 @@ struct Options {
   fs::AtimeMode atime = fs::AtimeMode::kRelative;
   bool dir_atime = true;  // nodiratime: directories keep their atime
   unsigned max_threads = 10;
-  double attr_timeout = 1.0;   // seconds the kernel may cache attributes
-  double entry_timeout = 1.0;  // seconds the kernel may cache names
+  // Seconds the kernel may cache attributes and names. Nothing changes the filesystem
+  // behind the kernel (the daemon owns the device), and what the daemon changes on its
+  // own (atime, the DAX flag) it invalidates: long timeouts are safe.
+  double attr_timeout = 60.0;
+  double entry_timeout = 60.0;
   std::string log_level = "info";
   std::vector<std::string> kernel_flags;  // mount(8) flags for the kernel: suid, dev, ...
   bool nosymfollow = false;  // the mount does not follow symlinks (set after mounting)
@@ -38,7 +41,7 @@ struct Options {
   bool writeback_cache = false;  // the kernel's write-back caching (FUSE_CAP_WRITEBACK_CACHE)
   bool flush_on_close = false;   // write back a file's dirty pages at its last close
   std::string dax = "inode";     // always, never or inode (the files with the DAX flag)
-  uint64_t dax_window = 256ull << 20;  // bytes of DAX window address space; 0: none
+  uint64_t dax_window = 4ull << 30;  // bytes of DAX window address space; 0: none
   bool show_help = false;
   bool show_version = false;
 };

@@ -13,9 +13,11 @@ namespace pmemfuse::fs {
 namespace {
 
 constexpr uint64_t kSlot = mm::DaxWindows::kSlotSize;
-// Each run is a mapping of its own: a cap keeps the window's mappings far below the
-// process limit (vm.max_map_count, 65530 by default) at 64 per slot.
-constexpr size_t kMaxRunsPerSlot = 64;
+// Each run is a mapping of its own: a cap per slot keeps a full window's mappings at half
+// the process limit (vm.max_map_count, 65530 by default), and at most 64 per slot.
+size_t max_runs_per_slot(const mm::DaxWindows& w) {
+  return std::clamp<size_t>(32768 / std::max<size_t>(w.slot_count(), 1), 1, 64);
+}
 
 uint64_t round_up(uint64_t n, uint64_t to) { return (n + to - 1) / to * to; }
 
@@ -88,10 +90,11 @@ Status Filesystem::read_dax(Inode& i, uint64_t off, uint64_t size,
   uint64_t end = std::min(i.d.size, off + size);
   std::vector<struct iovec> iov;
   std::vector<mm::DaxWindows::View> views;
+  const size_t max_runs = max_runs_per_slot(*windows_);
   auto runs = [&](uint64_t from, uint64_t len, std::vector<mm::DevRun>* out) {
     for (uint64_t pos = from; pos < from + len;) {
       const Extent* e = i.map.find(pos / kBlockSize);
-      if (!e || e->lblk > pos / kBlockSize || e->unwritten || out->size() == kMaxRunsPerSlot) return false;
+      if (!e || e->lblk > pos / kBlockSize || e->unwritten || out->size() == max_runs) return false;
       uint64_t stop = std::min(from + len, e->end() * kBlockSize);
       out->push_back({pos, e->pblk * kBlockSize + (pos - e->lblk * kBlockSize), stop - pos});
       pos = stop;

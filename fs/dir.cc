@@ -111,6 +111,12 @@ Status Directory::add(Tx& tx, Space& space, uint64_t dir_ino, DiskInode& d, Exte
   uint32_t off = sizeof(DiskDirHeader);
   DiskDirent host = rec_at(blk, off);
   while (room(host) < need) {
+    // The block was verified at load and roomy_ said it has room: only a change of the
+    // media under the mount gets here, and it must not spin.
+    if (host.rec_len == 0 || off + host.rec_len >= kBlockSize) {
+      return make_error(Errc::kCorrupt, "directory " + std::to_string(dir_ino) + " block " +
+                                            std::to_string(lb) + " changed under the mount");
+    }
     off += host.rec_len;
     host = rec_at(blk, off);
   }

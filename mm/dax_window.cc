@@ -134,9 +134,11 @@ DaxWindows::View DaxWindows::hit_locked(size_t i) {
 
 Status DaxWindows::map_locked(size_t i, const std::vector<DevRun>& runs, uint64_t base) {
   const int prot = PROT_READ | (writable_ ? PROT_WRITE : 0);
+  // MAP_POPULATE: one call sets up the slot's page tables, where the first read would
+  // take a fault per 64 KiB (per 4 KiB on a file-backed image that drop_caches reached).
   for (const DevRun& r : runs) {
     void* p = mmap(addr(i) + (r.file_off - base), round_up(r.len, kPageSize), prot,
-                   MAP_SHARED | MAP_FIXED, fd_, off_t(r.dev_off));
+                   MAP_SHARED | MAP_FIXED | MAP_POPULATE, fd_, off_t(r.dev_off));
     if (p == MAP_FAILED) {
       const int e = errno;
       unmap_locked(i);

@@ -54,6 +54,7 @@ class DaxWindows {
   static Result<std::unique_ptr<DaxWindows>> create(int fd, uint64_t size, uint64_t align,
                                                     bool writable);
   ~DaxWindows();  // unmaps the whole range
+  size_t slot_count() const { return slots_.size(); }
   DaxWindows(const DaxWindows&) = delete;
   DaxWindows& operator=(const DaxWindows&) = delete;
 

@@ -145,7 +145,7 @@ Status PageCache::write_some(CachedFile& f, uint64_t off, const uint8_t* src, ui
       spare.pop_back();
       it->second.reserved = *reserved;
       f.reserved_ += *reserved;
-      count_dirty(f, now_ns);
+      count_dirty(f, idx, now_ns);
     } else if (it->second.state == State::kClean) {
       // A clean page may have been read from a hole: it needs a block as a new one does.
       auto reserved = miss(idx, nullptr);
@@ -156,7 +156,7 @@ Status PageCache::write_some(CachedFile& f, uint64_t off, const uint8_t* src, ui
       it->second.reserved = *reserved;
       f.reserved_ += *reserved;
     }
-    write_page(f, it->second, at, src + *done, n, now_ns, spare);
+    write_page(f, idx, it->second, at, src + *done, n, now_ns, spare);
     *done += n;
   }
   if (*done > start) {
@@ -166,7 +166,7 @@ Status PageCache::write_some(CachedFile& f, uint64_t off, const uint8_t* src, ui
   return st;
 }
 
-void PageCache::write_page(CachedFile& f, Page& p, uint64_t at, const uint8_t* src, uint64_t n,
+void PageCache::write_page(CachedFile& f, uint64_t index, Page& p, uint64_t at, const uint8_t* src, uint64_t n,
                            int64_t now_ns, std::vector<uint8_t*>& spare) {
   if (p.state == State::kFlushing) {
     // The flusher reads p.buf: write into a copy instead of waiting for it.
@@ -178,7 +178,7 @@ void PageCache::write_page(CachedFile& f, Page& p, uint64_t at, const uint8_t* s
     p.state = State::kRewritten;
     n_.second_buffers++;
   } else if (p.state == State::kClean) {
-    to_dirty(f, p, now_ns);
+    to_dirty(f, index, p, now_ns);
   }
   std::memcpy(p.buf + at, src, n);
 }
@@ -224,11 +224,12 @@ FlushBatch PageCache::take_dirty(CachedFile& f) {
   FlushBatch b;
   b.size = f.size();
   b.mtime_ns = f.mtime_ns();
-  for (auto& [idx, p] : f.pages_) {
-    if (p.state != State::kDirty) continue;
+  for (uint64_t idx : f.dirty_idx_) {
+    Page& p = f.pages_.at(idx);
     p.state = State::kFlushing;
     b.pages.push_back({idx, p.buf});
   }
+  f.dirty_idx_.clear();
   return b;
 }
 
@@ -244,11 +245,13 @@ uint64_t PageCache::finish_flush(CachedFile& f, const FlushBatch& b, bool ok, ui
         in_use_--;
         p.frozen = nullptr;
         p.state = State::kDirty;
+        f.dirty_idx_.insert(fp.index);
       } else if (ok) {
         to_clean(f, fp.index, p);
         count_clean(f);
       } else {
         p.state = State::kDirty;
+        f.dirty_idx_.insert(fp.index);
       }
       if (ok && p.reserved) {
         p.reserved = false;
@@ -422,16 +425,17 @@ void PageCache::count_clean(CachedFile& f) {
 }
 
 // A clean page is written. f.mu_ held.
-void PageCache::to_dirty(CachedFile& f, Page& p, int64_t now_ns) {
+void PageCache::to_dirty(CachedFile& f, uint64_t index, Page& p, int64_t now_ns) {
   {
     std::lock_guard lk(pool_mu_);
     lru_.erase(p.lru);
   }
   p.state = State::kDirty;
-  count_dirty(f, now_ns);
+  count_dirty(f, index, now_ns);
 }
 
-void PageCache::count_dirty(CachedFile& f, int64_t now_ns) {
+void PageCache::count_dirty(CachedFile& f, uint64_t index, int64_t now_ns) {
+  f.dirty_idx_.insert(index);
   dirty_pages_++;
   if (f.dirty_++ == 0) f.first_dirty_ns_ = now_ns;
 }
@@ -444,6 +448,7 @@ uint64_t PageCache::drop_page(CachedFile& f, std::map<uint64_t, Page>::iterator 
   std::lock_guard lk(pool_mu_);
   if (p.state == State::kClean) lru_.erase(p.lru);
   else count_clean(f);
+  if (p.state == State::kDirty) f.dirty_idx_.erase(it->first);
   free_.push_back(p.buf);
   in_use_--;
   f.pages_.erase(it);

@@ -28,6 +28,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <set>
 #include <unordered_map>
 #include <vector>
 
@@ -85,6 +86,7 @@ class CachedFile {
   std::mutex mu_;                    // before PageCache::pool_mu_
   std::condition_variable idle_;     // flush_active_ cleared
   std::map<uint64_t, Page> pages_;   // guarded by mu_
+  std::set<uint64_t> dirty_idx_;     // the kDirty pages, so a flush need not walk them all; mu_
   bool flush_active_ = false;        // guarded by mu_
   bool dead_ = false;                // forgotten or discarded: takes no pages; guarded by mu_
   std::atomic<uint64_t> size_;       // written under mu_
@@ -182,15 +184,15 @@ class PageCache {
   void release(std::vector<uint8_t*>& bufs);
   bool reclaim_one_locked();
   void to_clean(CachedFile& f, uint64_t index, Page& p);
-  void to_dirty(CachedFile& f, Page& p, int64_t now_ns);
-  void count_dirty(CachedFile& f, int64_t now_ns);
+  void to_dirty(CachedFile& f, uint64_t index, Page& p, int64_t now_ns);
+  void count_dirty(CachedFile& f, uint64_t index, int64_t now_ns);
   void count_clean(CachedFile& f);
   uint64_t drop_page(CachedFile& f, std::map<uint64_t, Page>::iterator it);
   uint64_t drop_range_locked(CachedFile& f, uint64_t first, uint64_t last);
   Status write_some(CachedFile& f, uint64_t off, const uint8_t* src, uint64_t len, int64_t now_ns,
                     bool touch_mtime, const MissFn& miss, std::vector<uint8_t*>& spare,
                     uint64_t* done);
-  void write_page(CachedFile& f, Page& p, uint64_t at, const uint8_t* src, uint64_t n,
+  void write_page(CachedFile& f, uint64_t index, Page& p, uint64_t at, const uint8_t* src, uint64_t n,
                   int64_t now_ns, std::vector<uint8_t*>& spare);
   uint64_t wait_and_discard(const CachedFileRef& f);
   void pressure();

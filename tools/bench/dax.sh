@@ -181,14 +181,6 @@ run() {  # round fs workload bs: one fio job over fs's file, with its memory and
   fi
 }
 
-check_mode() {  # fs: the file must be on the data path the column says
-  local want=0 got
-  [ "${kind[$1]}" = pmemfuse ] || return 0
-  [ "$1" = dax ] && want=1
-  got=$(getfattr --only-values -n user.pmemfuse.dax_effective "${file[$1]}" 2>/dev/null || echo '?')
-  [ "$got" = $want ] || die "${file[$1]}: dax_effective is '$got', want $want"
-}
-
 # drop_caches also drops fio's own binaries and libraries; reading them back during a run
 # would add some 50 MiB to "Cached". A tiny job loads them again first (python's come back
 # with the cachestat taken before the run's first sample).
@@ -202,7 +194,7 @@ size_block() {  # round fs bs: the five runs of one request size on one mount
   rm -f "${file[$f]}"
   cold_start "$r" "$f"
   run "$r" "$f" write-new "$bs"
-  check_mode "$f"
+  check_mode "$f" "${file[$f]}"
   cold_start "$r" "$f"
   run "$r" "$f" write-cold "$bs"
   run "$r" "$f" write-warm "$bs"

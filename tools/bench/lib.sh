@@ -47,10 +47,11 @@ need_build() {
   fi
 }
 
-# Who ran what, where: the first lines of every report.
+# Who ran what, where: the first lines of every report. --no-optional-locks: a diff would
+# otherwise refresh the index of a tree that others may be using.
 describe_run() {  # cmdline
   echo "- command: \`$1\` (in $(pwd)$([ "$b" = build ] || echo ", PMEMFUSE_BUILD=$b"))"
-  echo "- date: $(date -Is); commit $(git rev-parse --short HEAD 2>/dev/null || echo '?')$(git diff --quiet HEAD 2>/dev/null || echo ' plus uncommitted changes')"
+  echo "- date: $(date -Is); commit $(git rev-parse --short HEAD 2>/dev/null || echo '?')$(git --no-optional-locks diff --quiet HEAD 2>/dev/null || echo ' plus uncommitted changes')"
   echo "- machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.1f GiB", $2/1048576}' /proc/meminfo), kernel $(uname -r), $(fio --version), libfuse $(pkg-config --modversion fuse3)"
 }
 
@@ -200,6 +201,13 @@ unmount_all() {  # fs...
     fi
   done
 }
+check_mode() {  # fs file: a pmemfuse file must be on the data path its column says (dax: DAX)
+  local want=0 got
+  [ "${kind[$1]}" = pmemfuse ] || return 0
+  [ "$1" = dax ] && want=1
+  got=$(getfattr --only-values -n user.pmemfuse.dax_effective "$2" 2>/dev/null || echo '?')
+  [ "$got" = $want ] || die "$2: dax_effective is '$got', want $want"
+}
 drop_caches() { echo 3 >/proc/sys/vm/drop_caches; }
 cold() {  # round fs: empty the kernel page cache and, for FUSE mounts, restart the daemon
   local t1 t2 t3
@@ -216,7 +224,7 @@ secs() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", b - a }'; }
 stats() { getfattr --only-values -n user.pmemfuse.stats "$1" 2>/dev/null; }
 sync_pm() { setfattr -n user.pmemfuse.sync -v 1 "$1"; }
 
-csv() { echo "$*" | tr ' ' ',' >>"$out_csv"; }  # round,section,fs,workload,metric,value
+csv() { echo "${*// /,}" >>"$out_csv"; }  # round,section,fs,workload,metric,value
 
 # fio with the caching left to us: no fallocate, no invalidation of the page cache at open.
 fio_common=(--ioengine=psync --numjobs=1 --fallocate=none --invalidate=0 --end_fsync=0
