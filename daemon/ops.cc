@@ -284,9 +284,8 @@ void op_flush(fuse_req_t req, fuse_ino_t ino, fuse_file_info*) {
   Reply r(req);
   // FLUSH comes with every close(2), which waits for it; RELEASE comes after it returned.
   if (ctx(req).opts->flush_on_close) return reply_status(r, fsys(req).fsync(ino, false));
-  // ENOSYS would stop the kernel sending FLUSH, but then close(2) returns before the
-  // RELEASE is served, which races the caller's next request: creates ran at half the
-  // rate (tools/bench, docs/benchmarks.md).
+  // ENOSYS would stop the kernel sending FLUSH, one round trip less per close, yet
+  // creates ran at half the rate with it (docs/architecture.md, section 9).
   r.err(0);
 }
 

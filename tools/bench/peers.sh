@@ -18,11 +18,14 @@
 #          time-based (5 s); then 4 KiB random writes with fsync after each (fio --fsync=1,
 #          1 job); IOPS
 #   meta   tools/bench/meta.c: create, stat (right after, with what the kernel still has
-#          cached: on FUSE, within the entry and attribute timeouts, 1 s on pmemfuse and
-#          pt), unlink of 100,000 empty files in one directory, then in 100 directories
-#          of 1,000; ops/s per phase
-#   tree   untar of a tarball of system trees (>= 30,000 files; printed), git init/add/
-#          commit of it (not timed), then a timed `git status`, then `rm -rf`; seconds
+#          cached: on FUSE, within the entry and attribute timeouts, 60 s on pmemfuse, 1 s on
+#          pt), unlink of 10,000 empty files in one directory, then in 100 directories;
+#          then the same with 100,000 files on all but passthrough_ll (it holds a
+#          descriptor per inode the kernel knows, and 20,000 is the limit here); ops/s
+#   tree   untar of a tarball of system trees, git init/add/commit of it (not timed),
+#          then a timed `git status`, then `rm -rf`; seconds. On all five /usr/include
+#          (~9,000 inodes, what passthrough_ll's descriptors allow here), then on all but
+#          passthrough_ll a tree of >= 30,000 files (-big; both printed)
 # and per round the memcpy bandwidth of a /dev/shm mapping made like the images
 # (tools/bench/memcpy.c): the physical limit of a DAX copy here.
 # Per workload and filesystem also: daemon CPU seconds (utime+stime, including the
@@ -46,15 +49,18 @@ cd "$(dirname "$0")/../.."
 parse_args "$@"  # quick, rounds (lib.sh)
 if ((quick)); then
   img_mb=1024 tmpfs_size=1G seq_mb=128 rand_mb=128 rt=1 nfiles=10000 ndirs=100 memcpy_mb=256
-  tree_min=1500
+  tree_min=1500 big_min=0
   tree_cand=(usr/include/linux usr/include/c++ usr/include/x86_64-linux-gnu usr/share/perl
     usr/share/man)
 else
   img_mb=3072 tmpfs_size=3G seq_mb=1024 rand_mb=1024 rt=5 nfiles=100000 ndirs=100 memcpy_mb=1024
-  tree_min=30000
-  tree_cand=(usr/include usr/share/man usr/lib/python3 usr/share/perl usr/share/doc usr/share/locale)
+  tree_min=5000
+  tree_cand=(usr/include)
+  big_min=30000  # a -big tree too, on all but passthrough_ll
+  big_cand=(usr/include usr/share/man usr/lib/python3 usr/share/perl usr/share/doc usr/share/locale)
 fi
 fsl=(buf dax tmpfs pt ptfast)
+nfiles_pt=10000  # the most passthrough_ll can hold here (meta_section)
 sections=(seq rand meta tree)
 
 need_tools fio python3 fusermount3 getfattr setfattr cc pkg-config tar git
@@ -83,7 +89,7 @@ dir[tmpfs]=$work/tmpfs kind[tmpfs]=tmpfs
 dir[pt]=$work/pt src[pt]=$work/pt.src opts[pt]="" kind[pt]=passthrough
 dir[ptfast]=$work/ptfast src[ptfast]=$work/ptfast.src kind[ptfast]=passthrough
 opts[ptfast]=${PTFAST_OPTS:-writeback,cache=always}
-memfile=$shm-memcpy.img tarball=$shm-tree.tar
+memfile=$shm-memcpy.img tarball=$shm-tree.tar big_tarball=$shm-tree-big.tar
 
 cleanup() {
   set +e
@@ -91,7 +97,7 @@ cleanup() {
   release_images
   local m
   for m in "${dir[tmpfs]}" "${src[pt]}" "${src[ptfast]}"; do mountpoint -q "$m" && umount "$m"; done
-  rm -f "${img[buf]}" "${img[dax]}" "$memfile" "$tarball"
+  rm -f "${img[buf]}" "${img[dax]}" "$memfile" "$tarball" "$big_tarball"
   rm -rf "$work"
 }
 trap cleanup EXIT
@@ -229,10 +235,19 @@ rand_section() {  # round fs
 }
 
 meta_section() {  # round fs
+  meta_run "$1" "$2" meta "$nfiles_pt"
+  # passthrough_ll keeps a descriptor open for every inode the kernel holds: more new files
+  # than the open-files limit here (20,000) make its creates fail (EBADF, EMFILE).
+  if ((nfiles > nfiles_pt)) && [ "${kind[$2]}" != passthrough ]; then
+    meta_run "$1" "$2" "meta$((nfiles / 1000))k" "$nfiles"
+  fi
+}
+
+meta_run() {  # round fs name files
   local r=$1 f=$2 w d phase ops
   for d in 0 $ndirs; do
-    w=meta-flat; ((d)) && w=meta-tree
-    measure "$r" "$f" $w 1 "$b/bench/meta" "${dir[$f]}" $nfiles "$d" >"$work/meta.out"
+    w=$3-flat; ((d)) && w=$3-tree
+    measure "$r" "$f" "$w" 1 "$b/bench/meta" "${dir[$f]}" "$4" "$d" >"$work/meta.out"
     while read -r phase ops; do csv "$r perf $f $w-$phase ops/s $ops"; done <"$work/meta.out"
   done
 }
@@ -244,24 +259,29 @@ tree_git() {  # dir git-args...
     -c user.email=bench@localhost -c init.defaultBranch=main -c core.compression=0 -c gc.auto=0 "${@:2}"
 }
 tree_section() {  # round fs
-  local r=$1 f=$2 t=${dir[$2]}/tree n
+  tree_run "$1" "$2" "" "$tarball"
+  if ((big_min)) && [ "${kind[$2]}" != passthrough ]; then tree_run "$1" "$2" -big "$big_tarball"; fi
+}
+
+tree_run() {  # round fs suffix tarball
+  local r=$1 f=$2 x=$3 t=${dir[$2]}/tree n
   mkdir "$t"
-  measure "$r" "$f" untar 1 tar -xf "$tarball" -C "$t"
-  csv "$r perf $f untar s $elapsed"
+  measure "$r" "$f" "untar$x" 1 tar -xf "$4" -C "$t"
+  csv "$r perf $f untar$x s $elapsed"
   tree_git "$t" init -q
   tree_git "$t" add -A
   tree_git "$t" commit -q -m tree
   settle "$f"
-  measure "$r" "$f" git-status 0 tree_git "$t" status --porcelain >"$work/status"
-  csv "$r perf $f git-status s $elapsed"
+  measure "$r" "$f" "git-status$x" 0 tree_git "$t" status --porcelain >"$work/status"
+  csv "$r perf $f git-status$x s $elapsed"
   # A clean tree must stay clean: anything listed means the fs returned other attributes
   # than at `git add`.
   n=$(wc -l <"$work/status")
-  csv "$r check $f git-status changed_paths $n"
+  csv "$r check $f git-status$x changed_paths $n"
   ((n == 0)) ||
     echo "$me: WARNING: git status on $f lists $n paths, e.g. $(head -3 "$work/status" | tr '\n' ' ')" >&2
-  measure "$r" "$f" rm-tree 1 rm -rf "$t"
-  csv "$r perf $f rm-tree s $elapsed"
+  measure "$r" "$f" "rm-tree$x" 1 rm -rf "$t"
+  csv "$r perf $f rm-tree$x s $elapsed"
 }
 
 memcpy_round() {  # round
@@ -272,20 +292,20 @@ memcpy_round() {  # round
 }
 
 # --- setup -------------------------------------------------------------------------------
-# The tree: candidate system folders in order, until there are tree_min regular files.
-make_tarball() {  # sets tree_desc
-  local d n=0 picked=() types
-  for d in "${tree_cand[@]}"; do
+# A tree: candidate system folders in order, until there are min regular files.
+make_tarball() {  # out min candidate...: prints what it holds
+  local out=$1 min=$2 d n=0 picked=() types
+  for d in "${@:3}"; do
     [ -d "/$d" ] || continue
     picked+=("$d")
     n=$((n + $(find "/$d" -type f | wc -l)))
-    ((n < tree_min)) || break
+    ((n < min)) || break
   done
-  ((n >= tree_min)) || log "WARNING: the tree has only $n files (wanted $tree_min)"
-  tar -C / -cf "$tarball" "${picked[@]}"
-  types=$(tar -tvf "$tarball" | cut -c1 | sort | uniq -c | awk '
+  ((n >= min)) || log "WARNING: the tree has only $n files (wanted $min)"
+  tar -C / -cf "$out" "${picked[@]}"
+  types=$(tar -tvf "$out" | cut -c1 | sort | uniq -c | awk '
     { n[$2] = $1 } END { printf "%d files, %d directories, %d symlinks", n["-"] + n["h"], n["d"], n["l"] }')
-  tree_desc="$(printf '/%s ' "${picked[@]}")($types; $(du -m "$tarball" | cut -f1) MiB tarball in /dev/shm)"
+  echo "$(printf '/%s ' "${picked[@]}")($types; $(du -m "$out" | cut -f1) MiB tarball in /dev/shm)"
 }
 
 log "setting up"
@@ -298,7 +318,8 @@ dd if=/dev/zero of="$memfile" bs=1M count=$memcpy_mb status=none  # made like th
 hold_images "${img[buf]}" "${img[dax]}" "$memfile"  # so drop_caches leaves them alone (lib.sh)
 mkdir "$work/fio"
 for f in buf dax pt ptfast; do mount_fs "$f"; done
-make_tarball
+tree_desc=$(make_tarball "$tarball" "$tree_min" "${tree_cand[@]}")
+((big_min)) && tree_desc+="; -big: $(make_tarball "$big_tarball" "$big_min" "${big_cand[@]}")"
 echo "round,section,fs,workload,metric,value" >"$out_csv"
 
 cache_mib=$(stats "${dir[buf]}" | python3 -c 'import json, sys; print(json.load(sys.stdin)["cache"]["capacity_bytes"] >> 20)')
@@ -321,7 +342,7 @@ fi
   echo "- filesystems:"
   for f in "${fsl[@]}"; do echo "  - $f: ${desc[$f]}"; done
   echo "- images: buf and dax each on a ${img_mb} MiB file in /dev/shm; pre-faulted: zeros written over the whole file (dd) before mkfs, and every page kept mapped by a helper for the whole run (hold_images), so no measurement pays first-touch faults and drop_caches does not change how the images fault; the ${memcpy_mb} MiB memcpy file is made and held the same way"
-  echo "- seq: ${seq_mb} MiB per run (2 jobs: a file of $((seq_mb / 2)) MiB each); rand: one ${rand_mb} MiB file, ${rt} s runs; meta: ${nfiles} files, flat and in ${ndirs} directories; fio ${fio_common[*]} --group_reporting"
+  echo "- seq: ${seq_mb} MiB per run (2 jobs: a file of $((seq_mb / 2)) MiB each); rand: one ${rand_mb} MiB file, ${rt} s runs; meta: ${nfiles_pt} files on all five, ${nfiles} on all but passthrough_ll (more than its descriptors allow here), flat and in ${ndirs} directories; fio ${fio_common[*]} --group_reporting"
   echo "- tree: $tree_desc"
   echo "- rounds: $rounds$( ((quick)) && echo ' (--quick: small sizes)'); in each round every section runs on ${fsl[*]} in turn"
 } | tee "$out_md"

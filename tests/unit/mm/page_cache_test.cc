@@ -15,6 +15,7 @@
 #include <future>
 #include <map>
 #include <string>
+#include <vector>
 
 #include "mm/region.h"
 
@@ -183,6 +184,31 @@ TEST_CASE("page cache: overwrites of one page coalesce into one page written bac
   CHECK(s.pmem_bytes == kPageSize);
   CHECK(s.app_bytes == 100 * kWrite);
   CHECK(s.flush_batches == 1);
+  CHECK(c->take_dirty(*f).pages.empty());
+  c->finish_flush(*f, {}, true, 0);
+}
+
+TEST_CASE("page cache: a flush takes exactly the dirty pages, in order, among many clean ones",
+          "[mm][cache]") {
+  auto c = make_cache(512);
+  Media m;
+  auto f = c->open(1, 0);
+  put(*c, *f, 0, bytes(300 * kPageSize, 'c'), m.miss());
+  flush(*c, *f);  // 300 clean pages
+  for (uint64_t idx : {250, 3, 77, 150, 299})
+    put(*c, *f, idx * kPageSize + 10, "dirty", m.miss());
+  {
+    auto lk = c->quiesce(*f);
+    CHECK(c->zero_locked(*f, 299 * kPageSize, UINT64_MAX) == 0);  // drops dirty page 299
+    c->set_size_locked(*f, 299 * kPageSize);
+  }
+  FlushBatch b = c->take_dirty(*f);
+  std::vector<uint64_t> got;
+  for (const FlushPage& p : b.pages) got.push_back(p.index);
+  CHECK(got == std::vector<uint64_t>{3, 77, 150, 250});
+  CHECK(page_of(b.pages[1]).substr(10, 5) == "dirty");
+  c->finish_flush(*f, b, true, 1);
+  CHECK_FALSE(f->has_dirty());
   CHECK(c->take_dirty(*f).pages.empty());
   c->finish_flush(*f, {}, true, 0);
 }
