@@ -4,7 +4,7 @@
 set -euo pipefail
 pkgs=(meson ninja-build pkg-config g++ clang libclang-rt-14-dev libfuse3-dev fuse3 libpmem-dev
       libspdlog-dev libcli11-dev catch2 python3 python3-pytest attr diffutils rsync util-linux
-      e2fsprogs xfsprogs fio sqlite3)
+      e2fsprogs xfsprogs fio sqlite3 git)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

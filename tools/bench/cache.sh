@@ -30,9 +30,9 @@ else
 fi
 mem_cache=256M
 
-need_tools fio python3 fusermount3 getfattr setfattr cc pkg-config
 need_root
 need_build
+need_tools fio python3 fusermount3 getfattr setfattr cc pkg-config
 
 mkdir -p "$b/bench"
 build_passthrough  # sets pt (lib.sh)

@@ -47,9 +47,9 @@ fi
 sizes=(4k 128k 1M)
 mounts=(dax buf tmpfs)
 
-need_tools fio python3 fusermount3 getfattr setfattr pkg-config
 need_root
 need_build
+need_tools fio python3 fusermount3 getfattr setfattr pkg-config
 
 mkdir -p "$b/bench"
 stamp=$(date +%Y%m%d-%H%M%S)

@@ -41,9 +41,13 @@ need_tools() {  # tool...
   for t in "$@"; do command -v "$t" >/dev/null || die "needs $t"; done
 }
 need_root() { [ "$(id -u)" = 0 ] || die "needs root (mounts, drop_caches)"; }
+# A fresh clone runs as it is: missing packages are installed (tools/deps.sh, quick when
+# nothing is missing) and a missing build is made.
 need_build() {
+  tools/deps.sh >&2 || die "tools/deps.sh could not install what the benchmarks need"
   if [ ! -x "$b/daemon/pmemfuse" ] || [ ! -x "$b/tools/mkfs.pmemfuse" ]; then
-    die "build first (ninja -C $b), or point PMEMFUSE_BUILD at a build directory"
+    log "no build in $b: building it (tools/build.sh)"
+    tools/build.sh "$b" >&2 || die "the build failed"
   fi
 }
 

@@ -16,9 +16,9 @@ cd "$(dirname "$0")/../.."
 parse_args "$@"  # quick, rounds (lib.sh)
 ((quick)) && nfiles=100000 || nfiles=1000000
 ((quick)) && rounds=1
-need_tools python3 fusermount3
 need_root
 need_build
+need_tools python3 fusermount3
 
 mkdir -p "$b/bench"
 stamp=$(date +%Y%m%d-%H%M%S)

@@ -63,9 +63,9 @@ fsl=(buf dax tmpfs pt ptfast)
 nfiles_pt=10000  # the most passthrough_ll can hold here (meta_section)
 sections=(seq rand meta tree)
 
-need_tools fio python3 fusermount3 getfattr setfattr cc pkg-config tar git
 need_root
 need_build
+need_tools fio python3 fusermount3 getfattr setfattr cc pkg-config tar git
 
 mkdir -p "$b/bench"
 build_passthrough  # sets pt (lib.sh)
