@@ -37,7 +37,7 @@
 # Prints a markdown report (medians with min-max, ratios to tmpfs and to pt taken per round
 # then the median, the targets of the performance issue marked met or not) and writes it
 # with a CSV of every sample and a JSON summary under build/bench/peers-STAMP.{md,csv,json}.
-# --quick: 1 round, 128 MiB files, 1 s runs, 10,000 files, a tree of ~1,500 files (< 2 min).
+# --quick: 1 round, 64 MiB files, 1 s runs, 5,000 files, a tree of ~1,500 files (< 2 min).
 # Needs root, fio, python3, fusermount3, getfattr/setfattr, cc, pkg-config fuse3, tar and
 # git; about 12 GiB of RAM (two 3 GiB images). PMEMFUSE_BUILD=DIR uses another build
 # directory. A full run takes some 30 minutes.
@@ -48,7 +48,7 @@ cd "$(dirname "$0")/../.."
 
 parse_args "$@"  # quick, rounds (lib.sh)
 if ((quick)); then
-  img_mb=1024 tmpfs_size=1G seq_mb=128 rand_mb=128 rt=1 nfiles=10000 ndirs=100 memcpy_mb=256
+  img_mb=1024 tmpfs_size=1G seq_mb=64 rand_mb=64 rt=1 nfiles=5000 ndirs=100 memcpy_mb=256
   tree_min=1500 big_min=0
   tree_cand=(usr/include/linux usr/include/c++ usr/include/x86_64-linux-gnu usr/share/perl
     usr/share/man)
@@ -60,7 +60,7 @@ else
   big_cand=(usr/include usr/share/man usr/lib/python3 usr/share/perl usr/share/doc usr/share/locale)
 fi
 fsl=(buf dax tmpfs pt ptfast)
-nfiles_pt=10000  # the most passthrough_ll can hold here (meta_section)
+nfiles_pt=$((nfiles < 10000 ? nfiles : 10000))  # what passthrough_ll can hold here (meta_section)
 sections=(seq rand meta tree)
 
 need_root
