@@ -166,8 +166,9 @@ Status PageCache::write_some(CachedFile& f, uint64_t off, const uint8_t* src, ui
   return st;
 }
 
-void PageCache::write_page(CachedFile& f, uint64_t index, Page& p, uint64_t at, const uint8_t* src, uint64_t n,
-                           int64_t now_ns, std::vector<uint8_t*>& spare) {
+void PageCache::write_page(CachedFile& f, uint64_t index, Page& p, uint64_t at,
+                           const uint8_t* src, uint64_t n, int64_t now_ns,
+                           std::vector<uint8_t*>& spare) {
   if (p.state == State::kFlushing) {
     // The flusher reads p.buf: write into a copy instead of waiting for it.
     uint8_t* b = spare.back();
