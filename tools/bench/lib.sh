@@ -152,14 +152,13 @@ wait_mounted() {  # dir pid
   exit 1
 }
 mount_fs() {  # fs
-  local f=$1
+  local f=$1 o=()
+  [ -n "${opts[$f]:-}" ] && o=(-o "${opts[$f]}")
   case ${kind[$f]} in
     pmemfuse)
-      local o=(); [ -n "${opts[$f]}" ] && o=(-o "${opts[$f]}")
       "$b/daemon/pmemfuse" -f "${o[@]}" "${img[$f]}" "${dir[$f]}" >>"$work/$f.log" 2>&1 &
       pid[$f]=$!; wait_mounted "${dir[$f]}" "${pid[$f]}" ;;
     passthrough)
-      local o=(); [ -n "${opts[$f]:-}" ] && o=(-o "${opts[$f]}")
       "$pt" -f "${o[@]}" -o source="${src[$f]:-$ptsrc}" "${dir[$f]}" >>"$work/$f.log" 2>&1 &
       pid[$f]=$!; wait_mounted "${dir[$f]}" "${pid[$f]}" ;;
   esac
